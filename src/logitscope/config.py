@@ -1,0 +1,343 @@
+"""Frozen dataclasses for every setting of a run, YAML in and out, validation, overrides.
+
+A :class:`RunConfig` is everything needed to rerun a training run; its hash (without the
+device) names the run folder. Overrides use dotted paths (``optim.lr=0.1``,
+``attack.eps=8/255``); values are parsed to the field's type, and fractions like ``8/255``
+are accepted wherever a float is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+import yaml
+
+METHODS = {"st": "standard", "standard": "standard", "at": "pgd-at", "pgd-at": "pgd-at", "distill": "distill"}
+BN_MODES = ("train", "eval")
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message names the key, the value and what was expected."""
+
+
+def parse_float(text: str | float | int) -> float:
+    """Parse ``0.03``, ``8/255`` or ``1e-3`` to a float."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    s = str(text).strip()
+    try:
+        return float(Fraction(s)) if "/" in s else float(s)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{text!r} is not a number (expected e.g. 0.03 or 8/255)") from exc
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # digits | cifar10 | cifar100 | idx | npz
+    data_dir: str | None = None  # folder (or file) holding the dataset; digits needs none
+    val_per_class: int | None = None  # held-out validation images per class (None: dataset default)
+    split_seed: int = 0  # seeds the train/test (digits) and validation hold-outs
+    augment_pad: int = 0  # random crop with this zero padding, in pixels (CIFAR: 4)
+    augment_flip: bool = False  # random horizontal flip (CIFAR: yes; digits: never)
+    download: bool = False  # fetch CIFAR when online (never in tests)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "small-cnn"  # resnet18 | preact-resnet18 | small-cnn
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    batch_size: int = 64
+    milestones: tuple[int, ...] = ()  # epochs after which the lr is multiplied by gamma
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The L-inf PGD used by adversarial training (appendix A.2), in the [0, 1] pixel scale."""
+
+    eps: float = 0.2
+    step_size: float = 0.05
+    steps: int = 7
+    random_start: bool = True
+    bn_mode: str = "train"  # BatchNorm during the training attack: train (reference code) | eval
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Per-epoch PGD accuracy on a fixed test subset (a progress signal, not the protocol)."""
+
+    pgd_n: int = 500  # test images (a fixed seeded subset); 0 disables
+    pgd_steps: int = 10
+    eval_batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: str | None = None  # teacher run folder
+    teacher_epoch: int | None = None  # checkpoint epoch of the teacher (None: last)
+    transform: str = "none"  # none | fix-k-permute | fix-k-average | correct-fix-1 | correct-fix-1-average | hybrid
+    k: int = 1
+    loss: str = "l1"  # l1 (A.3) | kl | mse
+    temperature: float = 1.0  # for kl
+    passes: int = 1  # K augmented passes averaged into each target (A.3)
+    bn_mode: str = "eval"  # teacher BatchNorm when computing targets: eval | batch
+    hybrid_order: str | None = None  # ST teacher run whose class order hybrid uses
+    hybrid_order_epoch: int | None = None
+    target_seed: int = 0  # seeds the transform (permutations) and the passes' order
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = ""  # readable part of the run id (default: dataset-model-method-seed)
+    method: str = "st"  # st | at | distill
+    seed: int = 0
+    epochs: int = 30
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    checkpoint_epochs: tuple[int, ...] = ()  # epochs whose checkpoint is kept
+    checkpoint_every: int = 0  # also keep every n-th epoch (0: none); the last epoch is always kept
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (not part of the run's identity)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def objective(self) -> str:
+        return METHODS[self.method]
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        tag = {"standard": "st", "pgd-at": "at", "distill": "distill"}[self.objective]
+        return f"{self.data.name}-{self.model.name}-{tag}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return from_plain(cls, d, "")
+
+    @classmethod
+    def from_yaml(cls, text: str) -> RunConfig:
+        return cls.from_dict(yaml.safe_load(text) or {})
+
+    def identity_hash(self) -> str:
+        d = self.to_dict()
+        d.pop("device", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.display_name}-{self.identity_hash()}"
+
+    def with_overrides(self, overrides: dict[str, Any] | list[str]) -> RunConfig:
+        return apply_overrides(self, overrides)
+
+
+def validate(cfg: RunConfig) -> None:
+    from logitscope.data import DATASETS
+    from logitscope.models import MODELS
+
+    def bad(key: str, value: Any, expected: str) -> None:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+    if cfg.method not in METHODS:
+        bad("method", cfg.method, f"one of {', '.join(sorted(set(METHODS)))}")
+    if cfg.data.name not in DATASETS:
+        bad("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
+    if cfg.model.name not in MODELS:
+        bad("model.name", cfg.model.name, f"one of {', '.join(MODELS)}")
+    if cfg.epochs < 1:
+        bad("epochs", cfg.epochs, "at least 1")
+    if cfg.optim.batch_size < 1:
+        bad("optim.batch_size", cfg.optim.batch_size, "at least 1")
+    if cfg.optim.lr <= 0:
+        bad("optim.lr", cfg.optim.lr, "a positive learning rate")
+    if not 0.0 <= cfg.attack.eps <= 1.0:
+        bad("attack.eps", cfg.attack.eps, "a value in [0, 1] (images are scaled to [0, 1])")
+    if not 0.0 <= cfg.attack.step_size <= 1.0:
+        bad("attack.step_size", cfg.attack.step_size, "a value in [0, 1]")
+    if cfg.attack.steps < 0:
+        bad("attack.steps", cfg.attack.steps, "a non-negative number of steps")
+    if cfg.attack.bn_mode not in BN_MODES:
+        bad("attack.bn_mode", cfg.attack.bn_mode, "train or eval")
+    if cfg.data.augment_pad < 0:
+        bad("data.augment_pad", cfg.data.augment_pad, "a non-negative number of pixels")
+    if cfg.checkpoint_every < 0:
+        bad("checkpoint_every", cfg.checkpoint_every, "0 (off) or a positive number of epochs")
+    for e in cfg.checkpoint_epochs:
+        if not 1 <= e <= cfg.epochs:
+            bad("checkpoint_epochs", e, f"epochs between 1 and {cfg.epochs}")
+    d = cfg.distill
+    if cfg.objective == "distill" and not d.teacher:
+        bad("distill.teacher", d.teacher, "a teacher run folder for method distill")
+    if d.loss not in ("l1", "kl", "mse"):
+        bad("distill.loss", d.loss, "l1, kl or mse")
+    if d.passes < 1:
+        bad("distill.passes", d.passes, "at least 1 augmented pass")
+    if d.bn_mode not in ("eval", "batch"):
+        bad("distill.bn_mode", d.bn_mode, "eval or batch")
+    if d.temperature <= 0:
+        bad("distill.temperature", d.temperature, "a positive temperature")
+
+
+def to_plain(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r}: expected a list")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}={value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        try:
+            f = parse_float(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}={value!r}: expected an integer") from exc
+        if f != int(f):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        try:
+            return parse_float(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}={value!r}: expected a number (e.g. 0.03 or 8/255)") from exc
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return str(value)
+    return value
+
+
+def from_plain(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}: expected one of {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in d.items():
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_plain(tp, value or {}, f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str]) -> Any:
+    """Return ``cfg`` with dotted-path overrides applied (``["optim.lr=0.1", ...]`` or a dict)."""
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=0.1")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = v.strip()  # parsed to the field's type below
+        overrides = pairs
+    d = to_plain(cfg)
+    for key, value in overrides.items():
+        node = d
+        parts = key.split(".")
+        for i, p in enumerate(parts):
+            if not isinstance(node, dict) or p not in node:
+                where = ".".join(parts[:i]) or "the config"
+                options = ", ".join(sorted(node)) if isinstance(node, dict) else "no sub-keys"
+                raise ConfigError(f"unknown key {key!r}: {where} has {options}")
+            if i == len(parts) - 1:
+                node[p] = value
+            else:
+                node = node[p]
+    return from_plain(type(cfg), d, "")
+
+
+def replace_nested(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that accepts dotted keys (``replace_nested(c, **{"optim.lr": 0.1})``)."""
+    flat = {k: v for k, v in changes.items() if "." not in k}
+    nested = {k: v for k, v in changes.items() if "." in k}
+    out = replace(cfg, **flat) if flat else cfg
+    return apply_overrides(out, nested) if nested else out
+
+
+# Named run configurations: the paper's (appendix A.2) and the digits default.
+RUN_PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "epochs": 30,
+        "data": {"name": "digits"},
+        "model": {"name": "small-cnn"},
+        "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64},
+        "attack": {"eps": 0.2, "step_size": 0.05, "steps": 7},
+        "monitor": {"pgd_n": 397, "pgd_steps": 20},
+    },
+    "cifar10-paper": {
+        "epochs": 200,
+        "data": {"name": "cifar10", "augment_pad": 4, "augment_flip": True},
+        "model": {"name": "resnet18"},
+        "optim": {
+            "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
+            "milestones": [100, 150], "gamma": 0.1,
+        },
+        "attack": {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10},
+        "monitor": {"pgd_n": 1000, "pgd_steps": 10},
+        "checkpoint_every": 20,
+    },
+}
+RUN_PRESETS["cifar100-paper"] = {**RUN_PRESETS["cifar10-paper"], "data": {"name": "cifar100", "augment_pad": 4, "augment_flip": True}}
+
+
+def run_preset(name: str, **overrides: Any) -> RunConfig:
+    if name not in RUN_PRESETS:
+        raise ConfigError(f"unknown run preset {name!r}: expected one of {', '.join(RUN_PRESETS)}")
+    base = RunConfig.from_dict(json.loads(json.dumps(RUN_PRESETS[name])))
+    return apply_overrides(base, overrides) if overrides else base

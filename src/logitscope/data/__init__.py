@@ -1,0 +1,49 @@
+"""Datasets as uint8 image tensors, int64 labels and class names."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from logitscope.data.augment import Augment
+from logitscope.data.base import SPLITS, Dataset
+
+DATASETS = ("digits", "cifar10", "cifar100", "idx", "npz")
+
+
+def get_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    val_per_class: int | None = None,
+    split_seed: int = 0,
+    download: bool = False,
+) -> Dataset:
+    """Load a dataset by name: one of ``DATASETS``."""
+    if name == "digits":
+        from logitscope.data.digits import load_digits_dataset
+
+        return load_digits_dataset(split_seed=split_seed, val_per_class=val_per_class or 0)
+    if name in ("cifar10", "cifar100"):
+        from logitscope.data.cifar import load_cifar
+
+        return load_cifar(name, data_dir, val_per_class, split_seed, download_if_missing=download)
+    if name == "idx":
+        from logitscope.data.idx import load_idx
+
+        return load_idx(data_dir, val_per_class or 0, split_seed)
+    if name == "npz":
+        from logitscope.data.npz import load_npz
+
+        return load_npz(data_dir, val_per_class or 0, split_seed)
+    raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+
+
+def load_dataset(
+    name: str, split: str, data_dir: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x uint8 (N,C,H,W), y int64 (N,))`` of one split of a dataset, default settings."""
+    return get_dataset(name, data_dir).split(split)
+
+
+__all__ = ["DATASETS", "SPLITS", "Augment", "Dataset", "get_dataset", "load_dataset"]

@@ -1,0 +1,260 @@
+"""The training engine: one epoch loop for every method (ST, PGD-AT, distillation).
+
+Read top to bottom: set up (data on the device as uint8, model, optimizer), resume from
+``checkpoints/last.pt`` if present, then per epoch: shuffle and augment in batches on the
+device, step the objective, snapshot the logits of every sample of every split (eval mode,
+no augmentation, dataset order), measure, checkpoint, and record.
+
+Determinism: every random draw of an epoch (order, augmentation, attack starts) comes from a
+generator seeded by (seed, epoch) and the learning rate is a function of the epoch, so a run
+killed at any moment and resumed ends bitwise equal to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from logitscope.attacks.pgd import pgd
+from logitscope.config import RunConfig
+from logitscope.data import Augment, Dataset, get_dataset
+from logitscope.models import build_model
+from logitscope.store import checkpoints
+from logitscope.store.logits import write_labels, write_logits
+from logitscope.store.runs import Run
+from logitscope.training import objectives
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(seed: int, *tags: Any) -> int:
+    """A 63-bit seed derived from ``seed`` and tags (stable across processes and versions)."""
+    h = hashlib.sha256(repr((seed, *tags)).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r}: CUDA is not available on this machine (use cpu or auto)")
+    return dev
+
+
+def learning_rate(cfg: RunConfig, epoch: int) -> float:
+    """Step schedule: lr times gamma for every milestone already passed (epochs are 1-based)."""
+    passed = sum(1 for m in cfg.optim.milestones if epoch > m)
+    return cfg.optim.lr * cfg.optim.gamma**passed
+
+
+def model_spec(cfg: RunConfig, data: Dataset) -> dict[str, Any]:
+    return {
+        "name": cfg.model.name,
+        "n_classes": data.n_classes,
+        "in_channels": data.image_shape[0],
+        "mean": list(data.mean),
+        "std": list(data.std),
+    }
+
+
+def load_run_dataset(cfg: RunConfig) -> Dataset:
+    d = cfg.data
+    return get_dataset(d.name, d.data_dir, d.val_per_class, d.split_seed, d.download)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+    """``(N, C)`` float32 logits of uint8 images ``x`` in eval mode, in order."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True).float().div_(255)
+        out.append(model(xb).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def monitor_subset(n_test: int, n: int) -> torch.Tensor:
+    """The fixed test subset for per-epoch PGD accuracy (same for every run of a dataset)."""
+    g = torch.Generator().manual_seed(derive_seed(0, "monitor"))
+    return torch.randperm(n_test, generator=g)[: min(n, n_test)].sort().values
+
+
+def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunConfig, device: torch.device) -> float:
+    """Accuracy under PGD (eval mode, random start, step 2.5 eps / steps) on ``x``."""
+    if len(x) == 0 or cfg.monitor.pgd_n == 0:
+        return float("nan")
+    eps, steps = cfg.attack.eps, cfg.monitor.pgd_steps
+    g = torch.Generator(device).manual_seed(derive_seed(0, "monitor-pgd"))
+    model.eval()
+    correct = 0
+    bs = cfg.monitor.eval_batch_size
+    for i in range(0, len(x), bs):
+        xb = x[i : i + bs].to(device).float().div_(255)
+        yb = y[i : i + bs].to(device)
+        xa = pgd(model, xb, yb, eps, 2.5 * eps / max(steps, 1), steps, True, g)
+        with torch.no_grad():
+            correct += int((model(xa).argmax(1) == yb).sum())
+    return correct / len(x)
+
+
+def _epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device).manual_seed(derive_seed(cfg.seed, "epoch", epoch))
+
+
+def should_checkpoint(cfg: RunConfig, epoch: int) -> bool:
+    every = cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0
+    return bool(every) or epoch in cfg.checkpoint_epochs or epoch == cfg.epochs
+
+
+def build_objective(cfg: RunConfig, run: Run, data: Dataset, device: torch.device) -> objectives.Objective:
+    if cfg.objective == "standard":
+        return objectives.standard
+    if cfg.objective == "pgd-at":
+        return objectives.pgd_at(cfg.attack)
+    from logitscope.distill.pipeline import prepare_targets
+
+    targets = prepare_targets(cfg, run, data)
+    return objectives.distill(torch.from_numpy(targets).to(device), cfg.distill.loss, cfg.distill.temperature)
+
+
+def train(
+    config: RunConfig,
+    out: str | os.PathLike = "runs",
+    resume: bool = False,
+    progress: bool | None = None,
+    stop_after_batches: int | None = None,
+) -> Run:
+    """Train one run and keep the logits of every sample at every epoch.
+
+    Args:
+        config: the resolved run configuration.
+        out: folder under which the run folder ``<run-id>`` is created.
+        resume: continue an unfinished run of the same config.
+        progress: show progress bars (default: when stderr is a terminal).
+        stop_after_batches: for tests: raise ``KeyboardInterrupt`` after this many batches,
+            as a kill mid-epoch would.
+
+    Returns:
+        The :class:`Run`; an already complete run is returned untouched.
+    """
+    run = Run.create(out, config, resume=resume)
+    if run.complete:
+        log.info("run %s is complete; nothing to do", run.dir.name)
+        return run
+    cfg = config
+    device = resolve_device(cfg.device)
+    data = load_run_dataset(cfg)
+    spec = model_spec(cfg, data)
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    model = build_model(cfg.model.name, data.n_classes, spec["in_channels"], data.mean, data.std).to(device)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+    )
+    start = 0
+    rows = run.metrics()
+    if checkpoints.last_path(run.dir).is_file():
+        state = checkpoints.load(checkpoints.last_path(run.dir))
+        checkpoints.check_spec(state["model_spec"], spec, str(checkpoints.last_path(run.dir)))
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+        log.info("resuming %s after epoch %d", run.dir.name, start)
+    rows = [r for r in rows if int(r["epoch"]) <= start]
+    splits = data.splits()
+    for split in splits:
+        write_labels(run.dir, split, data.split(split)[1].numpy())
+    run.update_meta(status="running", device=str(device), started=time.time(), last_epoch=start)
+
+    x_train = data.x_train.to(device)
+    y_train = data.y_train.to(device)
+    augment = Augment(cfg.data.augment_pad, cfg.data.augment_flip)
+    objective = build_objective(cfg, run, data, device)
+    mon_idx = monitor_subset(len(data.y_test), cfg.monitor.pgd_n)
+    x_mon, y_mon = data.x_test[mon_idx], data.y_test[mon_idx]
+    n, bs = len(y_train), cfg.optim.batch_size
+    show = sys.stderr.isatty() if progress is None else progress
+    batches_done = 0
+
+    for epoch in range(start + 1, cfg.epochs + 1):
+        lr = learning_rate(cfg, epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        g = _epoch_generator(cfg, epoch, device)
+        order = torch.randperm(n, generator=g, device=device)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        bar = tqdm(total=n, desc=f"{run.dir.name} epoch {epoch}/{cfg.epochs}", unit="img", disable=not show, leave=False)
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            xb = augment(x_train[idx], g).float().div_(255)
+            yb = y_train[idx]
+            loss = objective(model, xb, yb, idx, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+            bar.update(len(idx))
+            batches_done += 1
+            if stop_after_batches is not None and batches_done >= stop_after_batches:
+                bar.close()
+                raise KeyboardInterrupt(f"stopped after {batches_done} batches (test hook)")
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        accs = {}
+        for split in splits:
+            x, y = data.split(split)
+            logits = predict_logits(model, x, cfg.monitor.eval_batch_size, device)
+            write_logits(run.dir, split, epoch, logits)
+            accs[f"{split}_acc"] = float((logits.argmax(1) == y.numpy()).mean())
+        snapshot_s = time.perf_counter() - t1
+        pgd_acc = pgd_accuracy(model, x_mon, y_mon, cfg, device)
+        model.train()
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "loss": float(loss_sum) / n,
+            **accs,
+            "pgd_acc": pgd_acc,
+            "train_seconds": round(train_s, 4),
+            "snapshot_seconds": round(snapshot_s, 4),
+            "images_per_s": round(n / train_s, 1) if train_s > 0 else math.inf,
+        }
+        rows.append(row)
+        payload = {"model": model.state_dict(), "epoch": epoch, "model_spec": spec}
+        if should_checkpoint(cfg, epoch):
+            checkpoints.save(checkpoints.checkpoint_path(run.dir, epoch), payload)
+        run.write_metrics(rows)
+        checkpoints.save(checkpoints.last_path(run.dir), {**payload, "optimizer": opt.state_dict()})
+        run.update_meta(last_epoch=epoch)
+        log.info(
+            "%s epoch %d: loss %.4f test %.4f pgd %.4f (%.0f img/s)",
+            run.dir.name, epoch, row["loss"], accs.get("test_acc", float("nan")), pgd_acc, row["images_per_s"],
+        )
+    run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
+    return run
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((np.asarray(logits).argmax(1) == np.asarray(y)).mean())
+
+
+__all__ = ["accuracy", "derive_seed", "learning_rate", "predict_logits", "resolve_device", "train"]
