@@ -23,6 +23,7 @@ _LAZY = {
     "load_model": ("logitscope.store.models", "load_model"),
     "load_dataset": ("logitscope.data", "load_dataset"),
     "get_dataset": ("logitscope.data", "get_dataset"),
+    "distill": ("logitscope.distill", None),  # the package itself is callable
 }
 
 
@@ -33,13 +34,21 @@ def train(config: Any, out: str = "runs", resume: bool = False, progress: bool |
     return _train(config, out=out, resume=resume, progress=progress)
 
 
+def evaluate(run: Any, epoch: int | None = None, **kwargs: Any) -> dict:
+    """Robustness protocol on a run's checkpoint; per-sample records land in ``<run>/eval/``."""
+    from logitscope.evaluation import evaluate as _evaluate
+
+    return _evaluate(run, epoch, **kwargs)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        mod = importlib.import_module(module)
+        return mod if attr is None else getattr(mod, attr)
     raise AttributeError(f"module 'logitscope' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "train", *_LAZY]
+__all__ = ["__version__", "evaluate", "train", *_LAZY]

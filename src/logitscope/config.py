@@ -216,9 +216,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+        if is_none and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
     if origin is tuple:
@@ -325,15 +325,22 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "cifar10", "augment_pad": 4, "augment_flip": True},
         "model": {"name": "resnet18"},
         "optim": {
-            "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
-            "milestones": [100, 150], "gamma": 0.1,
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 2e-4,
+            "batch_size": 128,
+            "milestones": [100, 150],
+            "gamma": 0.1,
         },
         "attack": {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10},
         "monitor": {"pgd_n": 1000, "pgd_steps": 10},
         "checkpoint_every": 20,
     },
 }
-RUN_PRESETS["cifar100-paper"] = {**RUN_PRESETS["cifar10-paper"], "data": {"name": "cifar100", "augment_pad": 4, "augment_flip": True}}
+RUN_PRESETS["cifar100-paper"] = {
+    **RUN_PRESETS["cifar10-paper"],
+    "data": {"name": "cifar100", "augment_pad": 4, "augment_flip": True},
+}
 
 
 def run_preset(name: str, **overrides: Any) -> RunConfig:

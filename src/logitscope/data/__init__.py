@@ -39,9 +39,7 @@ def get_dataset(
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
 
 
-def load_dataset(
-    name: str, split: str, data_dir: str | os.PathLike | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x uint8 (N,C,H,W), y int64 (N,))`` of one split of a dataset, default settings."""
     return get_dataset(name, data_dir).split(split)
 

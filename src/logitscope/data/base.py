@@ -33,9 +33,13 @@ class Dataset:
         for split in SPLITS:
             x, y = self.split(split)
             if x.dtype != torch.uint8 or x.ndim != 4:
-                raise ValueError(f"{self.name} {split} images: expected uint8 (N,C,H,W), got {x.dtype} {tuple(x.shape)}")
+                raise ValueError(
+                    f"{self.name} {split} images: expected uint8 (N,C,H,W), got {x.dtype} {tuple(x.shape)}"
+                )
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
-                raise ValueError(f"{self.name} {split} labels: expected int64 ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+                raise ValueError(
+                    f"{self.name} {split} labels: expected int64 ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}"
+                )
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.class_names)):
                 raise ValueError(f"{self.name} {split} labels outside 0..{len(self.class_names) - 1}")
         if not self.mean:

@@ -128,9 +128,7 @@ def _check_md5(what: str, actual: str, expected: str) -> None:
         raise ValueError(f"md5 mismatch for {what}: got {actual}, expected the published {expected}")
 
 
-def _read_members(
-    spec: CifarSpec, data_dir: Path, md5_overrides: dict[str, str] | None
-) -> dict[str, bytes]:
+def _read_members(spec: CifarSpec, data_dir: Path, md5_overrides: dict[str, str] | None) -> dict[str, bytes]:
     """Return the raw bytes of every batch file, md5-checked before any unpickling."""
     md5s = dict(md5_overrides or {})
     names = [n for n, _ in spec.train_files + spec.test_files] + [spec.meta_file[0]]

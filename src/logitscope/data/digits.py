@@ -22,9 +22,7 @@ def load_digits_dataset(split_seed: int = 0, val_per_class: int = 0) -> Dataset:
     bunch = load_digits()
     x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(y)), test_size=N_TEST, stratify=y, random_state=split_seed
-    )
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=N_TEST, stratify=y, random_state=split_seed)
     idx_train.sort()
     idx_test.sort()
     xt, yt = torch.from_numpy(x[idx_train]), torch.from_numpy(y[idx_train])

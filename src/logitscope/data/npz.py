@@ -42,7 +42,9 @@ def load_npz(
             raise ValueError(f"{path}:y_{split}: expected {len(x)} integer labels, got {y.dtype} {y.shape}")
         parts[split] = (x, torch.from_numpy(y.astype(np.int64)))
     n_classes = int(max(int(p[1].max()) for p in parts.values() if len(p[1]))) + 1
-    names = tuple(str(n) for n in arr["class_names"]) if "class_names" in arr else tuple(str(i) for i in range(n_classes))
+    names = (
+        tuple(str(n) for n in arr["class_names"]) if "class_names" in arr else tuple(str(i) for i in range(n_classes))
+    )
     x_train, y_train = parts["train"]
     if "val" in parts:
         x_val, y_val = parts["val"]

@@ -28,7 +28,7 @@ class TappedModel(nn.Module):
     by name (the layer taps of the manifold analysis). Inputs are float images in [0, 1].
     """
 
-    def __init__(self, normalize: Normalize, stages: "OrderedDict[str, nn.Module]") -> None:
+    def __init__(self, normalize: Normalize, stages: OrderedDict[str, nn.Module]) -> None:
         super().__init__()
         self.normalize = normalize
         self.stages = nn.ModuleDict(stages)
@@ -45,7 +45,7 @@ class TappedModel(nn.Module):
 
     def forward_intermediates(
         self, x: torch.Tensor, layers: Sequence[str] | None = None
-    ) -> "OrderedDict[str, torch.Tensor]":
+    ) -> OrderedDict[str, torch.Tensor]:
         """Outputs of the named stages (all of them, or those in ``layers``), in order."""
         if layers is not None:
             unknown = [n for n in layers if n not in self.stages]

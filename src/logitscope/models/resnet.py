@@ -29,9 +29,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -87,9 +85,7 @@ def resnet18(
     std: Sequence[float] = (1.0,) * 3,
 ) -> TappedModel:
     """CIFAR ResNet-18: taps ``stem, layer1..layer4, pool, logits``."""
-    stem = nn.Sequential(
-        nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
-    )
+    stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
     l1, l2, l3, l4 = _stages(BasicBlock, (64, 128, 256, 512), (2, 2, 2, 2))
     stages = OrderedDict(
         stem=stem, layer1=l1, layer2=l2, layer3=l3, layer4=l4, pool=_Head(), logits=nn.Linear(512, n_classes)

@@ -23,9 +23,7 @@ def small_cnn(
     stages = OrderedDict(
         conv1=nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU()),
         conv2=nn.Sequential(nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
-        conv3=nn.Sequential(
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2)
-        ),
+        conv3=nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2)),
         fc1=nn.Sequential(nn.Flatten(), nn.Linear(16 * w, 128), nn.ReLU()),
         logits=nn.Linear(128, n_classes),
     )

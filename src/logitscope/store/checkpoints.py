@@ -55,6 +55,4 @@ def check_spec(spec: dict[str, Any], expected: dict[str, Any], where: str) -> No
     """Refuse a checkpoint whose architecture/classes/channels differ from ``expected``."""
     for key in ("name", "n_classes", "in_channels"):
         if key in expected and expected[key] is not None and spec.get(key) != expected[key]:
-            raise ValueError(
-                f"checkpoint {where} has {key}={spec.get(key)!r}: expected {key}={expected[key]!r}"
-            )
+            raise ValueError(f"checkpoint {where} has {key}={spec.get(key)!r}: expected {key}={expected[key]!r}")

@@ -89,9 +89,7 @@ class LogitStore:
 
 def write_logits(run_dir: str | os.PathLike, split: str, epoch: int, logits: np.ndarray) -> Path:
     """Atomically store ``(N, C)`` logits of ``split`` at ``epoch``."""
-    return atomic_save_npy(
-        Path(run_dir) / "logits" / split / epoch_filename(epoch), np.asarray(logits, np.float32)
-    )
+    return atomic_save_npy(Path(run_dir) / "logits" / split / epoch_filename(epoch), np.asarray(logits, np.float32))
 
 
 def write_labels(run_dir: str | os.PathLike, split: str, labels: np.ndarray) -> Path:

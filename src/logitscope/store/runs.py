@@ -51,7 +51,10 @@ def environment() -> dict[str, Any]:
     def git_commit() -> str | None:
         try:
             out = subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
                 cwd=Path(__file__).resolve().parent,
             )
             return out.stdout.strip() or None
@@ -95,11 +98,14 @@ class Run:
             a.pop("device"), b.pop("device")
             diff = _diff(a, b)
             if diff:
-                raise RunExistsError(f"run folder {path} exists with a different config ({diff}): use another --name or --out")
+                raise RunExistsError(
+                    f"run folder {path} exists with a different config ({diff}): use another --name or --out"
+                )
             run = cls(path)
             if not run.complete and not resume and run.last_epoch > 0:
                 raise RunExistsError(
-                    f"run {path} exists and stopped at epoch {run.last_epoch}/{config.epochs}: pass --resume to continue it"
+                    f"run {path} exists and stopped at epoch {run.last_epoch}/{config.epochs}: "
+                    "pass --resume to continue it"
                 )
             return run
         path.mkdir(parents=True, exist_ok=True)

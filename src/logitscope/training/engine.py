@@ -126,7 +126,7 @@ def build_objective(cfg: RunConfig, run: Run, data: Dataset, device: torch.devic
         return objectives.pgd_at(cfg.attack)
     from logitscope.distill.pipeline import prepare_targets
 
-    targets = prepare_targets(cfg, run, data)
+    targets = prepare_targets(cfg, run, data, device)
     return objectives.distill(torch.from_numpy(targets).to(device), cfg.distill.loss, cfg.distill.temperature)
 
 
@@ -161,8 +161,11 @@ def train(
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     model = build_model(cfg.model.name, data.n_classes, spec["in_channels"], data.mean, data.std).to(device)
     opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+        model.parameters(),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
     )
     start = 0
     rows = run.metrics()
@@ -198,7 +201,9 @@ def train(
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        bar = tqdm(total=n, desc=f"{run.dir.name} epoch {epoch}/{cfg.epochs}", unit="img", disable=not show, leave=False)
+        bar = tqdm(
+            total=n, desc=f"{run.dir.name} epoch {epoch}/{cfg.epochs}", unit="img", disable=not show, leave=False
+        )
         for i in range(0, n, bs):
             idx = order[i : i + bs]
             xb = augment(x_train[idx], g).float().div_(255)
@@ -247,7 +252,12 @@ def train(
         run.update_meta(last_epoch=epoch)
         log.info(
             "%s epoch %d: loss %.4f test %.4f pgd %.4f (%.0f img/s)",
-            run.dir.name, epoch, row["loss"], accs.get("test_acc", float("nan")), pgd_acc, row["images_per_s"],
+            run.dir.name,
+            epoch,
+            row["loss"],
+            accs.get("test_acc", float("nan")),
+            pgd_acc,
+            row["images_per_s"],
         )
     run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
     return run

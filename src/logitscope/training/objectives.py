@@ -32,7 +32,9 @@ def pgd_at(attack: AttackConfig) -> Objective:
     running statistics; "eval" freezes them during the attack.
     """
 
-    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def objective(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator
+    ) -> torch.Tensor:
         if attack.bn_mode == "eval":
             model.eval()
         x_adv = pgd(model, x, y, attack.eps, attack.step_size, attack.steps, attack.random_start, g)
@@ -46,7 +48,9 @@ def distill(targets: torch.Tensor, loss: str = "l1", temperature: float = 1.0) -
     """Match each image's fixed teacher target (``targets``: (N, C) on the training device)."""
     from logitscope.distill.losses import distill_loss
 
-    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def objective(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator
+    ) -> torch.Tensor:
         return distill_loss(model(x), targets[idx], loss, temperature)
 
     return objective

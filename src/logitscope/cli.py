@@ -1,0 +1,294 @@
+"""The ``logitscope`` command: one subcommand per stage. It only parses and calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from logitscope.config import ConfigError, RunConfig, parse_float, run_preset
+
+log = logging.getLogger("logitscope")
+
+# Convenience flags of `train`/`distill` and the config keys they set.
+RUN_FLAGS = {
+    "dataset": ("data.name", str),
+    "data_dir": ("data.data_dir", str),
+    "model": ("model.name", str),
+    "method": ("method", str),
+    "epochs": ("epochs", int),
+    "seed": ("seed", int),
+    "name": ("name", str),
+    "lr": ("optim.lr", parse_float),
+    "batch_size": ("optim.batch_size", int),
+    "eps": ("attack.eps", parse_float),
+    "step_size": ("attack.step_size", parse_float),
+    "steps": ("attack.steps", int),
+    "device": ("device", str),
+}
+DATASET_PRESET = {"digits": "digits", "cifar10": "cifar10-paper", "cifar100": "cifar100-paper"}
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="run preset (digits, cifar10-paper, cifar100-paper); default from --dataset")
+    for flag, (key, _) in RUN_FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"sets {key}")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config field, e.g. optim.milestones=[100,150]",
+    )
+    p.add_argument("--out", default="runs", help="folder of run folders (default: runs)")
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run of the same config")
+
+
+def config_from_args(args: argparse.Namespace, extra: dict[str, object] | None = None) -> RunConfig:
+    dataset = args.dataset or "digits"
+    preset = args.preset or DATASET_PRESET.get(dataset, "digits")
+    overrides: dict[str, object] = {}
+    for flag, (key, conv) in RUN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            try:
+                overrides[key] = conv(value)
+            except ValueError as exc:
+                raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: {exc}") from exc
+    overrides.update(extra or {})
+    cfg = run_preset(preset, **overrides)
+    return cfg.with_overrides(list(args.set)) if args.set else cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from logitscope.training.engine import train
+
+    cfg = config_from_args(args)
+    run = train(cfg, out=args.out, resume=args.resume)
+    print(json.dumps(run.summary()))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from logitscope.store.runs import list_runs
+
+    runs = list_runs(args.folder)
+    if not runs:
+        print(f"no runs in {args.folder}")
+        return 0
+    rows = [r.summary() for r in runs]
+    cols = ["run", "method", "status", "epoch", "test_acc", "pgd_acc"]
+    widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(_fmt(r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from logitscope.evaluation import evaluate
+
+    result = evaluate(
+        args.run,
+        epoch=args.epoch,
+        eps=parse_float(args.eps) if args.eps is not None else None,
+        n=args.n,
+        protocol=args.protocol,
+        n_iter=args.n_iter,
+        n_restarts=args.n_restarts,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from logitscope.distill.pipeline import distill_config
+    from logitscope.training.engine import train
+
+    base = config_from_args(args)
+    cfg = distill_config(
+        base,
+        teacher=args.teacher,
+        teacher_epoch=args.teacher_epoch,
+        transform=args.transform,
+        k=args.k,
+        loss=args.loss,
+        passes=args.passes,
+        hybrid_order=args.hybrid_order,
+        temperature=parse_float(args.temperature),
+    )
+    run = train(cfg, out=args.out, resume=args.resume)
+    print(json.dumps(run.summary()))
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from logitscope.analysis.cli import analyze
+
+    result = analyze([Path(r) for r in args.runs], epoch=args.epoch, out_dir=Path(args.out) if args.out else None)
+    print(json.dumps(result, default=str)[:2000])
+    return 0
+
+
+def cmd_manifolds(args: argparse.Namespace) -> int:
+    from logitscope.manifolds.pipeline import analyze_runs
+
+    result = analyze_runs(
+        [Path(r) for r in args.runs],
+        epoch=args.epoch,
+        eps=parse_float(args.eps) if args.eps else None,
+        n_manifolds=args.p,
+        n_points=args.m,
+        out_dir=Path(args.out) if args.out else None,
+    )
+    print(json.dumps(result, default=str)[:2000])
+    return 0
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    from logitscope.theory.run import write_theory
+
+    result = write_theory(Path(args.out), n_classes=args.classes)
+    print(json.dumps({k: result[k] for k in result if k in ("thresholds",)}, default=str))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from logitscope.plan.graph import reproduce
+
+    return reproduce(
+        preset=args.preset,
+        out=Path(args.out),
+        overrides=list(args.set),
+        data_dir=args.data_dir,
+        dry_run=args.dry_run,
+        only=args.only,
+        executor=args.executor,
+        address=args.address,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from logitscope.plan.graph import rebuild_report
+
+    path = rebuild_report(Path(args.out))
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="logitscope", description="What adversarial training puts into a network's logits."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an ST or PGD-AT model, keeping every epoch's logits")
+    _add_run_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("runs", help="list runs with status and last epoch")
+    r.add_argument("folder", nargs="?", default="runs")
+    r.set_defaults(func=cmd_runs)
+
+    e = sub.add_parser("evaluate", help="robustness protocol: APGD-CE then APGD-DLR, per-sample records")
+    e.add_argument("run")
+    e.add_argument("--epoch", type=int)
+    e.add_argument("--eps", help="L-inf radius, e.g. 8/255 (default: the run's training eps)")
+    e.add_argument("--n", type=int, help="first n test images (default: all)")
+    e.add_argument("--protocol", default="paper", help="paper | autoattack | odi")
+    e.add_argument("--n-iter", type=int, default=100)
+    e.add_argument("--n-restarts", type=int, default=1)
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("distill", help="distil a teacher's (transformed) logits into a student on clean inputs")
+    _add_run_flags(d)
+    d.add_argument("--teacher", required=True, help="teacher run folder")
+    d.add_argument("--teacher-epoch", type=int)
+    d.add_argument(
+        "--transform",
+        default="none",
+        help="none | fix-k-permute | fix-k-average | correct-fix-1 | correct-fix-1-average | hybrid",
+    )
+    d.add_argument("--k", type=int, default=1)
+    d.add_argument("--loss", default="l1", help="l1 | kl | mse")
+    d.add_argument("--temperature", default="1")
+    d.add_argument("--passes", type=int, default=1, help="augmented passes averaged into each target")
+    d.add_argument("--hybrid-order", help="ST teacher run whose class order hybrid uses")
+    d.set_defaults(func=cmd_distill)
+
+    a = sub.add_parser("analyze", help="logit analyses and their figures over runs")
+    a.add_argument("runs", nargs="+")
+    a.add_argument("--epoch", type=int)
+    a.add_argument("--out", help="output folder (default: analysis/ beside the first run)")
+    a.set_defaults(func=cmd_analyze)
+
+    m = sub.add_parser("manifolds", help="MFTMA of adversarial L-inf balls per layer")
+    m.add_argument("runs", nargs="+")
+    m.add_argument("--epoch", type=int)
+    m.add_argument("--eps")
+    m.add_argument("--p", type=int, default=50, help="exemplar images (manifolds)")
+    m.add_argument("--m", type=int, default=20, help="points per eps-ball")
+    m.add_argument("--out")
+    m.set_defaults(func=cmd_manifolds)
+
+    th = sub.add_parser("theory", help="appendix C's analytical model: figures C.1-C.3 and checks")
+    th.add_argument("--classes", type=int, default=10)
+    th.add_argument("--out", default="theory")
+    th.set_defaults(func=cmd_theory)
+
+    rp = sub.add_parser("reproduce", help="the whole paper from one command (resumable)")
+    rp.add_argument(
+        "--preset", default="digits", help="digits | cifar10-quick | cifar10-paper | cifar100-paper | a YAML file"
+    )
+    rp.add_argument("--out", default="out", help="output folder (runs, report)")
+    rp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value, e.g. train.epochs=50"
+    )
+    rp.add_argument("--data-dir", help="dataset folder (CIFAR presets)")
+    rp.add_argument("--dry-run", action="store_true", help="print the plan with what is done")
+    rp.add_argument(
+        "--only", action="append", help="run only stages of this kind (train, evaluate, ...) and what they need"
+    )
+    rp.add_argument("--executor", default="local", help="local | ray")
+    rp.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    rp.set_defaults(func=cmd_reproduce)
+
+    rep = sub.add_parser("report", help="rebuild the report from the stores alone")
+    rep.add_argument("out", help="the reproduce output folder")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ValueError, FileNotFoundError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"logitscope: error: {str(msg).splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("logitscope: interrupted; rerun the same command (with --resume for train) to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

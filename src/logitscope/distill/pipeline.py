@@ -1,0 +1,169 @@
+"""Distillation in the run store: teacher targets cached per (teacher, epoch, K), transformed,
+kept with the student.
+
+The raw targets of a teacher checkpoint (its logits averaged over K augmented passes, A.3)
+are computed once and cached in the teacher's run folder
+(``distill_targets/epoch_040-K8-<augment>-<bn>.npy``); every student of that teacher reuses
+them. Each student keeps the targets it trained on in ``targets/targets.npy`` with
+``targets/provenance.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from logitscope.config import RunConfig, apply_overrides
+from logitscope.data import Augment, Dataset
+from logitscope.distill.targets import TargetProvenance, teacher_targets
+from logitscope.distill.transforms import TransformSpec, apply_transform, parse_transform
+from logitscope.store.atomic import atomic_save_npy, atomic_write_json
+from logitscope.store.models import load_model
+from logitscope.store.runs import Run
+
+log = logging.getLogger(__name__)
+
+
+def distill_config(
+    base: RunConfig,
+    teacher: str,
+    teacher_epoch: int | None = None,
+    transform: str = "none",
+    k: int = 1,
+    loss: str = "l1",
+    passes: int = 1,
+    hybrid_order: str | None = None,
+    temperature: float = 1.0,
+) -> RunConfig:
+    """A student config: ``base`` (data, model, schedule) with method distill and its teacher."""
+    teacher_run = Run(teacher)
+    if hybrid_order is None and transform == "hybrid":
+        raise ValueError("transform hybrid needs --hybrid-order: the ST teacher run whose class order it uses")
+    cfg = apply_overrides(
+        base,
+        {
+            "method": "distill",
+            "distill.teacher": str(teacher_run.dir.resolve()),
+            "distill.teacher_epoch": teacher_run.resolve_epoch(teacher_epoch),
+            "distill.transform": transform,
+            "distill.k": k,
+            "distill.loss": loss,
+            "distill.passes": passes,
+            "distill.temperature": temperature,
+            "distill.hybrid_order": str(Path(hybrid_order).resolve()) if hybrid_order else None,
+        },
+    )
+    transform_spec(transform, k)  # refuse unknown names and bad k early
+    return cfg
+
+
+def transform_spec(transform: str, k: int) -> TransformSpec:
+    """The transform named in a config; ``k`` matters to fix-k only."""
+    return parse_transform(transform, k if transform.startswith("fix-k") else None)
+
+
+def _check_teacher(run: Run, student: RunConfig, data: Dataset, role: str) -> None:
+    t = run.config.data
+    if (
+        t.name != student.data.name
+        or t.split_seed != student.data.split_seed
+        or t.val_per_class != student.data.val_per_class
+    ):
+        raise ValueError(
+            f"{role} run {run.dir.name} is of dataset {t.name} (split seed {t.split_seed}): "
+            f"expected {student.data.name} (split seed {student.data.split_seed}) like the student"
+        )
+
+
+def raw_targets(
+    run: Run,
+    epoch: int,
+    passes: int,
+    augment: Augment,
+    bn_mode: str,
+    seed: int,
+    x_train: torch.Tensor,
+    n_classes: int,
+    device: torch.device,
+) -> np.ndarray:
+    """The teacher checkpoint's logits averaged over ``passes`` augmented passes (cached)."""
+    random_passes = passes > 1 or not augment.identity or bn_mode == "batch"
+    name = f"epoch_{epoch:03d}-K{passes}-{augment.describe()}-{bn_mode}-s{seed if random_passes else 0}.npy"
+    path = run.dir / "distill_targets" / name
+    if path.is_file():
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape == (len(x_train), n_classes):
+            return cached
+    model = load_model(run, epoch, expect={"n_classes": n_classes}, device=device)
+    targets = teacher_targets(model, x_train, passes, augment, bn_mode=bn_mode, seed=seed, device=device)
+    atomic_save_npy(path, targets)
+    log.info("teacher targets of %s epoch %d cached at %s", run.dir.name, epoch, path)
+    return targets
+
+
+def prepare_targets(cfg: RunConfig, student: Run, data: Dataset, device: torch.device | None = None) -> np.ndarray:
+    """The (N, C) float32 targets the student trains on (stored with the student)."""
+    d = cfg.distill
+    device = device or torch.device("cpu")
+    spec = transform_spec(d.transform, d.k)
+    teacher = Run(d.teacher)
+    _check_teacher(teacher, cfg, data, "teacher")
+    epoch = teacher.resolve_epoch(d.teacher_epoch)
+    augment = Augment(cfg.data.augment_pad, cfg.data.augment_flip)
+    prov = TargetProvenance(
+        teacher_run=str(teacher.dir),
+        epoch=epoch,
+        K=d.passes,
+        augment=augment.describe(),
+        bn_mode=d.bn_mode,
+        seed=d.target_seed,
+        transforms=(spec,),
+    )
+    out_dir = student.dir / "targets"
+    if (out_dir / "targets.npy").is_file() and (out_dir / "provenance.json").is_file():
+        saved = TargetProvenance.from_dict(json.loads((out_dir / "provenance.json").read_text()))
+        if replace(saved, reports=()) == prov:
+            return np.load(out_dir / "targets.npy", allow_pickle=False)
+    common = (d.passes, augment, d.bn_mode, d.target_seed, data.x_train, data.n_classes, device)
+    raw = raw_targets(teacher, epoch, *common)
+    order = None
+    if spec.name == "hybrid":
+        if not d.hybrid_order:
+            raise ValueError("transform hybrid needs distill.hybrid_order: the ST teacher run")
+        order_run = Run(d.hybrid_order)
+        _check_teacher(order_run, cfg, data, "hybrid order")
+        order = raw_targets(order_run, order_run.resolve_epoch(d.hybrid_order_epoch), *common)
+    targets, report = apply_transform(spec, raw, data.y_train.numpy(), seed=d.target_seed, order_targets=order)
+    targets = np.asarray(targets, np.float32)
+    atomic_save_npy(out_dir / "targets.npy", targets)
+    atomic_write_json(out_dir / "provenance.json", replace(prov, reports=(report,)).to_dict())
+    return targets
+
+
+def distill(
+    teacher: str,
+    teacher_epoch: int | None = None,
+    transform: str = "none",
+    k: int = 1,
+    loss: str = "l1",
+    passes: int = 1,
+    hybrid_order: str | None = None,
+    temperature: float = 1.0,
+    base: RunConfig | None = None,
+    out: str = "runs",
+    resume: bool = False,
+) -> Run:
+    """Train a student on a teacher's (transformed) logits on clean images; returns its Run.
+
+    ``base`` sets data, model and schedule (default: the teacher's own config).
+    """
+    from logitscope.training.engine import train
+
+    base = base or Run(teacher).config
+    cfg = distill_config(base, teacher, teacher_epoch, transform, k, loss, passes, hybrid_order, temperature)
+    return train(cfg, out=out, resume=resume)

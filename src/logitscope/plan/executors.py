@@ -1,0 +1,74 @@
+"""Executors for the reproduce plan: in this process, or as Ray tasks on a cluster.
+
+Both run a wave of ready stages (every dependency done) and write each stage's done marker
+when it returns; the plan is rebuilt between waves. Stages communicate only through files
+under the output folder, so a Ray worker needs that folder on a shared file system.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from logitscope.plan.graph import Plan, Stage, mark_done, run_stage
+
+log = logging.getLogger(__name__)
+
+
+class LocalExecutor:
+    """Stages one after another, in dependency order, in this process."""
+
+    def run(self, plan: Plan, ready: list[Stage]) -> int:
+        for i, stage in enumerate(ready, 1):
+            log.info("[%d/%d] %s", i, len(ready), stage.name)
+            t0 = time.perf_counter()
+            result = run_stage(str(plan.out), stage.fn, stage.params)
+            mark_done(plan, stage, result, time.perf_counter() - t0)
+        return len(ready)
+
+
+class RayExecutor:
+    """Independent stages as Ray tasks, each asking for one CPU and, for GPU stages on a
+    cluster with GPUs, one GPU. ``address=None`` starts a local Ray instance."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ValueError("--executor ray needs Ray: pip install 'logitscope[cluster]'") from exc
+        self.ray = ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
+            ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
+        self.has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        self._task = ray.remote(run_stage)
+
+    def run(self, plan: Plan, ready: list[Stage]) -> int:
+        pending = {}
+        for stage in ready:
+            gpus = 1 if (stage.gpu and self.has_gpu) else 0
+            ref = self._task.options(num_cpus=1, num_gpus=gpus, name=stage.name).remote(
+                str(plan.out), stage.fn, stage.params
+            )
+            pending[ref] = (stage, time.perf_counter())
+        while pending:
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            stage, t0 = pending.pop(done[0])
+            result = self.ray.get(done[0])
+            mark_done(plan, stage, result, time.perf_counter() - t0)
+            log.info("ray: %s done", stage.name)
+        return len(ready)
+
+    def shutdown(self) -> None:
+        self.ray.shutdown()
+
+
+def make_executor(name: str, address: str | None = None) -> LocalExecutor | RayExecutor:
+    if name == "local":
+        if address:
+            raise ValueError("--address is for --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address)
+    raise ValueError(f"unknown executor {name!r}: expected local or ray")

@@ -1,0 +1,430 @@
+"""The reproduce plan: a graph of stages whose inputs and outputs are files.
+
+Each :class:`Stage` names a function (``module:function``) called as ``fn(out, **params)``
+that reads what earlier stages wrote under ``out`` and writes its own outputs there. Its
+cache key hashes its kind, function, parameters and the keys of the stages it depends on; a
+finished stage leaves ``out/plan/done/<name>.json`` with that key. A rerun skips every stage
+whose marker holds the current key; a changed setting changes the keys of exactly the
+stages that depend on it. Training stages resume their run folders, so a killed
+``reproduce`` continues where it stopped.
+
+The graph has one decision: the AT teacher checkpoint (appendix A.3), chosen from the
+figure A.6 sweep. Stages downstream of it appear once ``plan/teacher.json`` exists; the
+executor rebuilds the plan until nothing is left to run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logitscope.config import RunConfig, run_preset
+from logitscope.plan.preset import apply_preset_overrides, load_preset
+from logitscope.store.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+STAGE_KINDS = ("train", "distill", "evaluate", "choose", "analyze", "manifolds", "theory", "report")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str
+    fn: str
+    params: dict[str, Any]
+    deps: tuple[str, ...] = ()
+    gpu: bool = False
+    key: str = field(default="", compare=False)
+
+
+def _key(stage: Stage, dep_keys: list[str]) -> str:
+    blob = json.dumps([stage.kind, stage.fn, stage.params, dep_keys], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Plan:
+    """Stages in dependency order, with keys, plus the stages still waiting on a decision."""
+
+    def __init__(self, out: Path, stages: list[Stage], pending: list[str]) -> None:
+        self.out = out
+        keyed: dict[str, Stage] = {}
+        for s in stages:
+            missing = [d for d in s.deps if d not in keyed]
+            if missing:
+                raise ValueError(f"stage {s.name} depends on {missing[0]}, which is not defined before it")
+            keyed[s.name] = Stage(**{**s.__dict__, "key": _key(s, [keyed[d].key for d in s.deps])})
+        self.stages = keyed
+        self.pending = pending
+
+    def marker(self, name: str) -> Path:
+        return self.out / "plan" / "done" / f"{name}.json"
+
+    def is_done(self, name: str) -> bool:
+        p = self.marker(name)
+        if not p.is_file():
+            return False
+        try:
+            return json.loads(p.read_text()).get("key") == self.stages[name].key
+        except (json.JSONDecodeError, OSError):
+            return False
+
+    def result(self, name: str) -> dict[str, Any]:
+        return json.loads(self.marker(name).read_text()).get("result", {})
+
+    def select(self, only: list[str] | None) -> list[Stage]:
+        """Stages of the kinds in ``only`` and everything they need (all when ``only`` is None)."""
+        if not only:
+            return list(self.stages.values())
+        bad = [k for k in only if k not in STAGE_KINDS]
+        if bad:
+            raise ValueError(f"--only {bad[0]!r}: expected one of {', '.join(STAGE_KINDS)}")
+        wanted: set[str] = set()
+        todo = [s.name for s in self.stages.values() if s.kind in only]
+        while todo:
+            n = todo.pop()
+            if n not in wanted:
+                wanted.add(n)
+                todo.extend(self.stages[n].deps)
+        return [s for s in self.stages.values() if s.name in wanted]
+
+
+def run_stage(out: str, fn: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Import and call one stage function (also what a Ray worker executes)."""
+    import importlib
+
+    module, attr = fn.split(":")
+    return getattr(importlib.import_module(module), attr)(Path(out), **params) or {}
+
+
+def mark_done(plan: Plan, stage: Stage, result: dict[str, Any], seconds: float) -> None:
+    atomic_write_json(
+        plan.marker(stage.name), {"key": stage.key, "kind": stage.kind, "result": result, "seconds": seconds}
+    )
+
+
+# -- building the plan ---------------------------------------------------------------------
+
+
+def _run_config(preset: dict[str, Any], method: str, seed: int, data_dir: str | None, **extra: Any) -> RunConfig:
+    tr = preset["train"]
+    overrides: dict[str, Any] = {"method": method, "seed": seed, "epochs": tr["epochs"]}
+    if method != "distill":
+        overrides["checkpoint_epochs"] = sorted(
+            {e for e in tr.get("checkpoint_epochs", []) + preset["teacher"]["epochs"] if e < tr["epochs"]}
+        )
+    if data_dir:
+        overrides["data.data_dir"] = str(Path(data_dir).resolve())
+    overrides.update(tr.get("set") or {})
+    overrides.update(extra)
+    return run_preset(tr["preset"], **overrides)
+
+
+def _student_config(
+    preset: dict[str, Any],
+    teacher: RunConfig,
+    out: Path,
+    seed: int,
+    data_dir: str | None,
+    teacher_epoch: int,
+    transform: str = "none",
+    k: int = 1,
+    loss: str | None = None,
+    hybrid: RunConfig | None = None,
+    tag: str = "",
+) -> RunConfig:
+    d = preset["distill"]
+    loss = loss or d["loss"]
+    extra = {
+        "epochs": d["epochs"],
+        "name": f"{teacher.data.name}-student-{tag}-s{seed}",
+        "distill.teacher": str((out / "runs" / teacher.run_id).resolve()),
+        "distill.teacher_epoch": teacher_epoch,
+        "distill.transform": transform,
+        "distill.k": k,
+        "distill.loss": loss,
+        "distill.temperature": d["temperature"] if loss == "kl" else 1.0,
+        "distill.passes": d["passes"],
+        "distill.target_seed": seed,
+        **(d.get("set") or {}),
+    }
+    if hybrid is not None:
+        extra["distill.hybrid_order"] = str((out / "runs" / hybrid.run_id).resolve())
+        extra["distill.hybrid_order_epoch"] = None
+    return _run_config(preset, "distill", seed, data_dir, **extra)
+
+
+def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -> Plan:
+    out = Path(out)
+    stages: list[Stage] = []
+    pending: list[str] = []
+    ev = preset["evaluate"]
+    ev_params = {k: ev[k] for k in ("eps", "n_iter", "n_restarts", "n", "batch_size")}
+
+    def add_train(name: str, cfg: RunConfig, deps: tuple[str, ...] = (), kind: str = "train") -> str:
+        stages.append(
+            Stage(name, kind, "logitscope.plan.stages:train_stage", {"config": cfg.to_dict()}, deps, gpu=True)
+        )
+        return name
+
+    def add_eval(run_stage: str, cfg: RunConfig, epoch: int) -> str:
+        name = f"eval-{run_stage}-e{epoch}"
+        stages.append(
+            Stage(
+                name,
+                "evaluate",
+                "logitscope.plan.stages:evaluate_stage",
+                {"run_id": cfg.run_id, "epoch": epoch, **ev_params},
+                (run_stage,),
+                gpu=True,
+            )
+        )
+        return name
+
+    seeds = list(preset["seeds"])
+    st = {s: _run_config(preset, "st", s, data_dir) for s in seeds}
+    at = {s: _run_config(preset, "at", s, data_dir) for s in seeds}
+    last = preset["train"]["epochs"]
+    evals: dict[str, list[str]] = {"st": [], "at": []}
+    for s in seeds:
+        add_train(f"train-st-s{s}", st[s])
+        add_train(f"train-at-s{s}", at[s])
+        evals["st"].append(add_eval(f"train-st-s{s}", st[s], last))
+        evals["at"].append(add_eval(f"train-at-s{s}", at[s], last))
+
+    # Figure A.6 / A.7 sweep: normal distillation from each teacher epoch, L1 and KL.
+    teacher = preset["teacher"]
+    sweep: dict[str, dict[str, Any]] = {}
+    for s in preset["distill"]["sweep_seeds"]:
+        for te in teacher["epochs"]:
+            for loss in ("l1", "kl"):
+                cfg = _student_config(preset, at[s], out, s, data_dir, te, loss=loss, tag=f"sweep-e{te}-{loss}")
+                name = add_train(f"distill-sweep-e{te}-{loss}-s{s}", cfg, (f"train-at-s{s}",), kind="distill")
+                sweep[name] = {
+                    "eval": add_eval(name, cfg, cfg.epochs),
+                    "run_id": cfg.run_id,
+                    "epoch": cfg.epochs,
+                    "teacher_epoch": te,
+                    "loss": loss,
+                    "seed": s,
+                }
+    choose_deps = tuple(v["eval"] for v in sweep.values())
+    stages.append(
+        Stage(
+            "choose-teacher",
+            "choose",
+            "logitscope.plan.stages:choose_teacher_stage",
+            {
+                "sweep": sweep,
+                "fixed_epoch": teacher.get("fixed_epoch"),
+                "natural_tolerance": teacher["natural_tolerance"],
+                "loss": preset["distill"]["loss"],
+            },
+            choose_deps,
+        )
+    )
+
+    partial = Plan(out, stages, [])
+    chosen = int(partial.result("choose-teacher")["epoch"]) if partial.is_done("choose-teacher") else None
+    students: dict[str, list[tuple[str, RunConfig]]] = {}
+    if chosen is None:
+        pending.append("students (figure 4, table 2), their evaluation, analyses and report: wait for choose-teacher")
+    else:
+        d = preset["distill"]
+        variants: list[tuple[str, dict[str, Any]]] = [("normal", {})]
+        for k in d["ks"]:
+            variants += [
+                (f"fix{k}-permute", {"transform": "fix-k-permute", "k": k}),
+                (f"fix{k}-average", {"transform": "fix-k-average", "k": k}),
+            ]
+        variants += [("correct-fix1", {"transform": "correct-fix-1", "k": 1}), ("hybrid", {"transform": "hybrid"})]
+        for s in d["seeds"]:
+            ts = seeds[s % len(seeds)]
+            for tag, kw in variants:
+                hybrid = st[ts] if kw.get("transform") == "hybrid" else None
+                cfg = _student_config(preset, at[ts], out, s, data_dir, chosen, hybrid=hybrid, tag=tag, **kw)
+                deps = ("choose-teacher", f"train-at-s{ts}") + ((f"train-st-s{ts}",) if hybrid else ())
+                name = add_train(f"distill-{tag}-s{s}", cfg, deps, kind="distill")
+                add_eval(name, cfg, cfg.epochs)
+                students.setdefault(tag, []).append((name, cfg))
+        # Table 1's AT row at the teacher checkpoint (the paper: epoch 40).
+        if chosen != last:
+            evals["at-teacher"] = [add_eval(f"train-at-s{s}", at[s], chosen) for s in seeds]
+
+    stages.append(
+        Stage(
+            "analyze",
+            "analyze",
+            "logitscope.plan.stages:analyze_stage",
+            {
+                "st": [st[s].run_id for s in seeds],
+                "at": [at[s].run_id for s in seeds],
+                "epoch": preset["analysis"]["epoch"],
+            },
+            tuple(f"train-{m}-s{s}" for m in ("st", "at") for s in seeds) + tuple(evals["st"] + evals["at"]),
+        )
+    )
+    mf = preset["manifolds"]
+    if chosen is not None:
+        s0 = seeds[0]
+        models = {"ST teacher": (st[s0], None, f"train-st-s{s0}"), "AT teacher": (at[s0], chosen, f"train-at-s{s0}")}
+        for tag, label in (
+            ("normal", "normal student"),
+            ("fix1-average", "fix-1 (avg) student"),
+            ("correct-fix1", "correct-fix-1 student"),
+            ("hybrid", "hybrid student"),
+        ):
+            if tag in students:
+                name, cfg = students[tag][0]
+                models[label] = (cfg, None, name)
+        stages.append(
+            Stage(
+                "manifolds",
+                "manifolds",
+                "logitscope.plan.stages:manifolds_stage",
+                {
+                    "models": {k: {"run_id": c.run_id, "epoch": e} for k, (c, e, _) in models.items()},
+                    "eps": mf["eps"] if mf["eps"] is not None else ev["eps"],
+                    "p": mf["p"],
+                    "m": mf["m"],
+                    "n_t": mf["n_t"],
+                    "max_features": mf["max_features"],
+                },
+                tuple(n for _, _, n in models.values()),
+                gpu=True,
+            )
+        )
+    stages.append(
+        Stage("theory", "theory", "logitscope.plan.stages:theory_stage", {"classes": preset["theory"]["classes"]})
+    )
+    if chosen is not None:
+        report_deps = tuple(
+            s.name for s in stages if s.kind in ("evaluate", "analyze", "manifolds", "theory", "choose")
+        )
+        stages.append(
+            Stage(
+                "report",
+                "report",
+                "logitscope.plan.stages:report_stage",
+                {
+                    "preset": preset,
+                    "runs": {"st": [st[s].run_id for s in seeds], "at": [at[s].run_id for s in seeds]},
+                    "students": {tag: [c.run_id for _, c in v] for tag, v in students.items()},
+                    "sweep": sweep,
+                    "teacher_epoch": chosen,
+                    "last_epoch": last,
+                },
+                report_deps,
+            )
+        )
+    return Plan(out, stages, pending)
+
+
+# -- running it ----------------------------------------------------------------------------
+
+
+def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> int:
+    """Run every runnable stage, rebuilding the plan after each wave until nothing is left."""
+    ran = 0
+    while True:
+        plan = plan_fn()
+        todo = [s for s in plan.select(only) if not plan.is_done(s.name)]
+        if not todo:
+            return ran
+        ready = [s for s in todo if all(plan.is_done(d) for d in s.deps)]
+        if not ready:
+            raise RuntimeError(f"no stage can run: {todo[0].name} waits on {todo[0].deps}")
+        ran += executor.run(plan, ready)
+
+
+def describe(plan: Plan, only: list[str] | None) -> str:
+    lines = []
+    for s in plan.select(only):
+        state = "done" if plan.is_done(s.name) else ("ready" if all(plan.is_done(d) for d in s.deps) else "waiting")
+        lines.append(f"{state:8s} {s.kind:10s} {s.name}  [{s.key}]")
+    lines += [f"pending  {p}" for p in plan.pending]
+    n_done = sum(plan.is_done(s.name) for s in plan.select(only))
+    lines.append(
+        f"{n_done}/{len(plan.select(only))} stages done"
+        + (f"; {len(plan.pending)} group(s) pending" if plan.pending else "")
+    )
+    return "\n".join(lines)
+
+
+def resolve_preset(preset: str, overrides: list[str], data_dir: str | None) -> dict[str, Any]:
+    p = apply_preset_overrides(load_preset(preset), overrides)
+    return p
+
+
+def validate_plan_inputs(preset: dict[str, Any], data_dir: str | None) -> None:
+    """Fail before any work: every run config valid, the dataset present."""
+    from logitscope.data import get_dataset
+
+    cfg = _run_config(preset, "at", preset["seeds"][0], data_dir)
+    if cfg.data.name != "digits":
+        get_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_per_class, cfg.data.split_seed)
+    for te in preset["teacher"]["epochs"]:
+        if not 1 <= te <= preset["train"]["epochs"]:
+            raise ValueError(
+                f"teacher.epochs has {te}: expected epochs between 1 and train.epochs={preset['train']['epochs']}"
+            )
+    fixed = preset["teacher"].get("fixed_epoch")
+    if fixed is not None and fixed not in preset["teacher"]["epochs"]:
+        raise ValueError(f"teacher.fixed_epoch={fixed}: expected one of teacher.epochs {preset['teacher']['epochs']}")
+
+
+def reproduce(
+    preset: str = "digits",
+    out: Path = Path("out"),
+    overrides: list[str] | None = None,
+    data_dir: str | None = None,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+) -> int:
+    """``logitscope reproduce``: build the plan, print it (dry run) or run what is not done."""
+    from logitscope.plan.executors import make_executor
+
+    resolved = resolve_preset(preset, overrides or [], data_dir)
+    out = Path(out)
+    validate_plan_inputs(resolved, data_dir)
+    exe = make_executor(executor, address)  # fail on a missing Ray before any work
+
+    def plan_fn() -> Plan:
+        return build_plan(resolved, out, data_dir)
+
+    if dry_run:
+        print(describe(plan_fn(), only))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "plan" / "preset.json", {"preset": resolved, "data_dir": data_dir})
+    t0 = time.perf_counter()
+    ran = execute(plan_fn, only, exe)
+    log.info(
+        "reproduce: %d stage(s) run in %.1f s; report at %s",
+        ran,
+        time.perf_counter() - t0,
+        out / "report" / "index.html",
+    )
+    return 0
+
+
+def rebuild_report(out: Path) -> Path:
+    """``logitscope report OUT``: rebuild the report from the stores alone."""
+    saved = Path(out) / "plan" / "preset.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{out} holds no reproduce output (no plan/preset.json)")
+    info = json.loads(saved.read_text())
+    plan = build_plan(info["preset"], Path(out), info.get("data_dir"))
+    if "report" not in plan.stages:
+        raise FileNotFoundError(f"{out}: the plan has not reached the report yet; run reproduce first")
+    s = plan.stages["report"]
+    result = run_stage(str(out), s.fn, s.params)
+    mark_done(plan, s, result, 0.0)
+    return Path(result["html"])

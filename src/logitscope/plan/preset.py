@@ -1,0 +1,99 @@
+"""Reproduce presets: YAML files describing the whole paper's graph, with overrides."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from logitscope.config import ConfigError, parse_float
+
+PRESET_DIR = "presets"
+SECTIONS = ("name", "seeds", "train", "evaluate", "teacher", "distill", "analysis", "manifolds", "theory")
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("logitscope.plan") / PRESET_DIR
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A built-in preset by name, or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"preset file {path} does not exist")
+        text = path.read_text()
+    else:
+        if name_or_path not in preset_names():
+            raise ConfigError(
+                f"unknown preset {name_or_path!r}: expected one of {', '.join(preset_names())} or a YAML file"
+            )
+        text = (resources.files("logitscope.plan") / PRESET_DIR / f"{name_or_path}.yaml").read_text()
+    preset = yaml.safe_load(text)
+    if not isinstance(preset, dict):
+        raise ConfigError(f"preset {name_or_path}: expected a mapping of sections {SECTIONS}")
+    unknown = sorted(set(preset) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"preset {name_or_path}: unknown section {unknown[0]!r}: expected {', '.join(SECTIONS)}")
+    missing = [s for s in SECTIONS if s not in preset]
+    if missing:
+        raise ConfigError(f"preset {name_or_path}: missing section {missing[0]!r}")
+    return preset
+
+
+def _typed(value: str, current: Any, key: str) -> Any:
+    parsed = yaml.safe_load(value) if value.strip() else None
+    if isinstance(current, bool):
+        if not isinstance(parsed, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return parsed
+    if isinstance(current, float) or (isinstance(current, int) and isinstance(parsed, float)):
+        try:
+            return parse_float(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}={value!r}: expected a number") from exc
+    if isinstance(current, int):
+        if isinstance(parsed, bool) or not isinstance(parsed, int):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return parsed
+    if isinstance(current, list) and not isinstance(parsed, list):
+        raise ConfigError(f"{key}={value!r}: expected a list, e.g. [1, 2, 3]")
+    if isinstance(current, dict) and not isinstance(parsed, dict):
+        raise ConfigError(f"{key}={value!r}: expected a mapping")
+    if isinstance(current, str) and not isinstance(parsed, str):
+        return value.strip()
+    if current is None and isinstance(value, str) and "/" in value:
+        try:
+            return parse_float(value)
+        except ConfigError:
+            return value
+    return parsed
+
+
+def apply_preset_overrides(preset: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides; the ``set`` mappings take any RunConfig key."""
+    out = copy.deepcopy(preset)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=50")
+        key, value = (s.strip() for s in item.split("=", 1))
+        parts = key.split(".")
+        node: Any = out
+        for i, p in enumerate(parts):
+            if isinstance(node, dict) and p == "set" and i < len(parts) - 1:
+                node[p] = node.get(p) or {}
+                node[p][".".join(parts[i + 1 :])] = value
+                break
+            if not isinstance(node, dict) or p not in node:
+                where = ".".join(parts[:i]) or "the preset"
+                options = ", ".join(sorted(node)) if isinstance(node, dict) else "no sub-keys"
+                raise ConfigError(f"unknown key {key!r}: {where} has {options}")
+            if i == len(parts) - 1:
+                node[p] = _typed(value, node[p], key)
+            else:
+                node = node[p]
+    return out

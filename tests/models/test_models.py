@@ -1,0 +1,50 @@
+"""Model shapes, parameter counts, normalization inside, named layer taps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from logitscope.models import MODELS, build_model, count_parameters
+
+CASES = {"resnet18": (3, 32), "preact-resnet18": (3, 32), "small-cnn": (1, 8)}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shapes_and_taps(name):
+    c, s = CASES[name]
+    model = build_model(name, 10, c, [0.5] * c, [0.25] * c).eval()
+    x = torch.rand(3, c, s, s)
+    logits = model(x)
+    assert logits.shape == (3, 10)
+    taps = model.forward_intermediates(x)
+    assert list(taps) == model.layer_names and list(taps)[-1] == "logits"
+    assert torch.allclose(taps["logits"], logits)
+    assert list(model.forward_intermediates(x, layers=["logits"])) == ["logits"]
+    with pytest.raises(KeyError, match="unknown layer 'nope'"):
+        model.forward_intermediates(x, layers=["nope"])
+
+
+def test_resnet18_parameter_count_matches_cifar_variant():
+    # 3x3 stem, no max-pool, 64-128-256-512: 11,173,962 parameters for 10 classes
+    assert count_parameters(build_model("resnet18", 10, 3, [0] * 3, [1] * 3)) == 11_173_962
+    assert count_parameters(build_model("resnet18", 100, 3, [0] * 3, [1] * 3)) == 11_173_962 + 90 * 513
+
+
+def test_small_cnn_accepts_mnist_size():
+    m = build_model("small-cnn", 10, 1, [0.1], [0.3])
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_normalization_is_inside_the_model():
+    a = build_model("small-cnn", 10, 1, [0.0], [1.0]).eval()
+    b = build_model("small-cnn", 10, 1, [0.5], [2.0]).eval()
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if "normalize" not in k}, strict=False)
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(a((x - 0.5) / 2.0), b(x), atol=1e-6)
+    assert "normalize.mean" in b.state_dict()
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown model 'vgg'.*resnet18"):
+        build_model("vgg", 10, 3, [0] * 3, [1] * 3)

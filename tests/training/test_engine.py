@@ -1,0 +1,105 @@
+"""The engine end to end: ST and AT runs, every epoch's logits, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from logitscope import LogitStore, load_model, train
+from logitscope.config import ConfigError
+from logitscope.data import get_dataset
+from logitscope.store import checkpoints
+from logitscope.store.runs import RunExistsError
+
+
+@pytest.mark.parametrize("method", ["st", "at"])
+def test_two_epoch_run_end_to_end(tmp_path, tiny_config, method):
+    cfg = tiny_config(method)
+    run = train(cfg, out=tmp_path, progress=False)
+    assert run.complete and run.last_epoch == 2
+    store = LogitStore(run.dir)
+    assert store.splits == ["train", "test"] and store.epochs("train") == [1, 2]
+    data = get_dataset("digits")
+    assert store.get("train").shape == (1400, 10) and store.get("test", 1).dtype == np.float32
+    assert np.array_equal(store.labels("test"), data.y_test.numpy())
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("loss", "train_acc", "test_acc", "pgd_acc", "train_seconds", "images_per_s"):
+        assert key in rows[-1]
+    # the stored logits are the model's logits on the unaugmented data, in dataset order
+    model = load_model(run.dir)
+    assert not model.training
+    with torch.no_grad():
+        direct = model(data.x_test.float() / 255).numpy()
+    np.testing.assert_allclose(store.get("test"), direct, rtol=1e-5, atol=1e-5)
+    assert rows[-1]["test_acc"] == pytest.approx(float((direct.argmax(1) == data.y_test.numpy()).mean()))
+    meta = json.loads((run.dir / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["env"]["torch"]
+    again = train(cfg, out=tmp_path)  # a complete run is returned untouched
+    assert again.dir == run.dir
+
+
+def test_resume_after_kill_mid_epoch_is_bitwise_equal(tmp_path, tiny_config):
+    cfg = tiny_config("at", epochs=3, checkpoint_epochs=[1])
+    ref = train(cfg, out=tmp_path / "a", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        from logitscope.training.engine import train as engine_train
+
+        engine_train(cfg, out=tmp_path / "b", progress=False, stop_after_batches=22 + 5)  # 22 batches/epoch
+    partial = type(ref)(tmp_path / "b" / cfg.run_id)
+    assert partial.last_epoch == 1 and not partial.complete
+    with pytest.raises(RunExistsError, match="stopped at epoch 1/3: pass --resume"):
+        train(cfg, out=tmp_path / "b")
+    resumed = train(cfg, out=tmp_path / "b", resume=True, progress=False)
+    assert resumed.complete
+    for split in ("train", "test"):
+        for e in (1, 2, 3):
+            assert np.array_equal(ref.logits.get(split, e), resumed.logits.get(split, e)), (split, e)
+    for e in ref.checkpoint_epochs():
+        a = checkpoints.load(checkpoints.checkpoint_path(ref.dir, e))["model"]
+        b = checkpoints.load(checkpoints.checkpoint_path(resumed.dir, e))["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), e
+    assert [r["loss"] for r in ref.metrics()] == [r["loss"] for r in resumed.metrics()]
+
+
+def test_existing_folder_with_other_config_refused(tmp_path, tiny_config):
+    cfg = tiny_config("st", epochs=1)
+    run = train(cfg, out=tmp_path, progress=False)
+    before = (run.dir / "config.yaml").read_text()
+    other = tiny_config("st", epochs=1, **{"optim.lr": 0.01})
+    # same folder name forced by copying the config under the other run's id
+    (tmp_path / other.run_id).mkdir()
+    (tmp_path / other.run_id / "config.yaml").write_text(before)
+    with pytest.raises(RunExistsError, match=r"exists with a different config \(optim.lr"):
+        train(other, out=tmp_path)
+    assert (tmp_path / other.run_id / "config.yaml").read_text() == before
+
+
+def test_checkpoint_of_other_architecture_or_classes_refused(tmp_path, tiny_config):
+    run = train(tiny_config("st", epochs=1), out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="has n_classes=10: expected n_classes=100"):
+        load_model(run.dir, expect={"n_classes": 100})
+    with pytest.raises(ValueError, match="has name='small-cnn': expected name='resnet18'"):
+        load_model(run.dir, expect={"name": "resnet18"})
+    with pytest.raises(FileNotFoundError, match="no checkpoint for epoch 7"):
+        load_model(run.dir, epoch=7)
+
+
+def test_checkpoints_are_plain_data(tmp_path, tiny_config):
+    run = train(tiny_config("st", epochs=1), out=tmp_path, progress=False)
+    payload = torch.load(checkpoints.last_path(run.dir), weights_only=True)
+    assert set(payload) >= {"model", "optimizer", "epoch", "model_spec"}
+
+
+def test_bad_config_values():
+    from logitscope.config import run_preset
+
+    with pytest.raises(ConfigError, match=r"attack.eps=1.5: expected a value in \[0, 1\]"):
+        run_preset("digits", **{"attack.eps": 1.5})
+    with pytest.raises(ConfigError, match="unknown key 'optim.lrr'"):
+        run_preset("digits", **{"optim.lrr": 1})
+    with pytest.raises(ConfigError, match="epochs='x': expected an integer"):
+        run_preset("digits", epochs="x")
