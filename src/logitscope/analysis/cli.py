@@ -1,0 +1,28 @@
+"""``logitscope analyze RUN [RUN ...]``: the logit analyses over ST and AT runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from logitscope.analysis.summary import analyze_runs
+from logitscope.store.runs import Run
+
+
+def analyze(runs: list[str | os.PathLike], epoch: int | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+    """Group ``runs`` into ST and AT by their configs and run every analysis on them."""
+    from logitscope.training.engine import load_run_dataset
+
+    loaded = [Run(r) for r in runs]
+    st = [r.dir for r in loaded if r.config.objective == "standard"]
+    at = [r.dir for r in loaded if r.config.objective != "standard"]
+    if not st or not at:
+        raise ValueError(f"{len(st)} ST and {len(at)} AT/student runs given: expected at least one of each")
+    names = {r.config.data.name for r in loaded}
+    if len(names) > 1:
+        raise ValueError(f"runs of several datasets {sorted(names)}: expected runs of one dataset")
+    data = load_run_dataset(loaded[0].config)
+    out = out_dir or loaded[0].dir.parent / "analysis"
+    return analyze_runs(st, at, epoch, out, images=data.x_test.numpy(), class_names=data.class_names,
+                        dataset=loaded[0].config.data.name)

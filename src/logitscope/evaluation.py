@@ -1,0 +1,97 @@
+"""The robustness protocol on a run's checkpoint, with its records in the run store.
+
+``evaluate(run, epoch)`` loads the checkpoint, runs the protocol on the test split (first
+``n`` images) and writes ``<run>/eval/<protocol>-epoch_040.npz`` (per-sample records) and
+``.json`` (the summary). A killed evaluation resumes from ``eval/.<name>.state.npz``; an
+evaluation already written with the same settings is returned without recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from logitscope.attacks.protocol import ProtocolConfig, evaluate_model
+from logitscope.store.atomic import atomic_write_json
+from logitscope.store.models import load_model
+from logitscope.store.runs import Run
+from logitscope.training.engine import load_run_dataset, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def record_path(run_dir: str | os.PathLike, protocol: str, epoch: int) -> Path:
+    return Path(run_dir) / "eval" / f"{protocol}-epoch_{epoch:03d}.npz"
+
+
+def evaluate(
+    run: str | os.PathLike | Run,
+    epoch: int | None = None,
+    eps: float | None = None,
+    n: int | None = None,
+    protocol: str = "paper",
+    n_iter: int = 100,
+    n_restarts: int = 1,
+    batch_size: int = 500,
+    seed: int = 0,
+    device: str = "auto",
+    allow_randomized: bool = False,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Evaluate ``run`` at ``epoch`` (default: last checkpoint) on its test split.
+
+    Args:
+        eps: L-inf radius in [0, 1]; ``None`` uses the run's training eps.
+        n: evaluate the first ``n`` test images (``None``: all).
+        protocol: "paper" (APGD-CE then APGD-DLR), "autoattack" or "odi".
+
+    Returns:
+        The summary (also written as JSON beside the records).
+    """
+    run = run if isinstance(run, Run) else Run(run)
+    epoch = run.resolve_epoch(epoch)
+    cfg = ProtocolConfig(
+        protocol=protocol, eps=run.config.attack.eps if eps is None else float(eps), n_iter=n_iter,
+        n_restarts=n_restarts, batch_size=batch_size, seed=seed, allow_randomized=allow_randomized,
+        precision=precision,
+    )
+    path = record_path(run.dir, protocol, epoch)
+    summary_path = path.with_suffix(".json")
+    settings = {**cfg.result_settings(), "n": n, "epoch": epoch}
+    if summary_path.is_file() and path.is_file():
+        saved = json.loads(summary_path.read_text())
+        if saved.get("settings") == settings:
+            return saved
+    if n is not None and n < 1:
+        raise ValueError(f"n={n}: expected a positive number of test images (or none for all)")
+    dev = resolve_device(device)
+    data = load_run_dataset(run.config)
+    x, y = data.x_test[:n], data.y_test[:n]
+    model = load_model(run, epoch, device=dev)
+    t0 = time.perf_counter()
+    state = path.parent / f".{path.stem}.state.npz"
+    result = evaluate_model(model, x.float().div(255).to(dev), y.to(dev), cfg, state_path=state)
+    seconds = time.perf_counter() - t0
+    result.save(path)
+    summary = {
+        "run": run.dir.name,
+        "epoch": epoch,
+        "protocol": protocol,
+        "eps": cfg.eps,
+        "n": len(y),
+        "clean_acc": result.clean_accuracy,
+        "robust_acc": result.robust_accuracy,
+        "accuracy_after": result.accuracy_after,
+        "seconds": round(seconds, 3),
+        "settings": settings,
+        "records": str(path),
+    }
+    atomic_write_json(summary_path, summary)
+    state.unlink(missing_ok=True)
+    log.info("%s epoch %d: clean %.4f robust %.4f (%s, eps %.4g, %.1f s)", run.dir.name, epoch,
+             result.clean_accuracy, result.robust_accuracy, protocol, cfg.eps, seconds)
+    return summary

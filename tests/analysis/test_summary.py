@@ -1,0 +1,140 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from logitscope.analysis.ranks import pairwise_rank_disagreement
+from logitscope.analysis.summary import analyze_runs, find_records
+from logitscope.store.atomic import atomic_save_npz
+from logitscope.store.logits import LogitStore, write_labels, write_logits
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ALL_FIGURES = {
+    "fig1_max_logit_evolution",
+    "figb1_gap_evolution",
+    "fig2a_gap_histograms",
+    "fig2b_adv_acc_by_gap",
+    "fig3a_rank_scatter",
+    "fig3b_rank_disagreement",
+    "fig3c_error_class_rank",
+    "fig3d_average_overlap",
+    "figb2_confidence_quadrants",
+    "figb3_neighbors",
+}
+C = 4
+EPOCHS = (0, 1, 2)
+
+
+def _records(logits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict:
+    correct = logits.argmax(axis=1) == labels
+    robust = correct & (rng.random(len(labels)) < 0.5)
+    adv = logits.copy()
+    broken = np.flatnonzero(correct & ~robust)
+    adv[broken, labels[broken]] -= 100.0
+    return {
+        "label": labels,
+        "clean_logits": logits,
+        "adv_logits": adv,
+        "robust": robust,
+        "broken_by": np.where(robust, 0, 1).astype(np.int8),
+        "linf": np.zeros(len(labels), np.float32),
+        "eps": np.array(0.1),
+        "seed": np.array(0),
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two ST and two AT runs: 3 epochs of train (80 images) and test (60) logits, 4 classes;
+    the AT runs have records on disk for their last epoch."""
+    root = tmp_path_factory.mktemp("runs")
+    rng = np.random.default_rng(0)
+    labels = {"train": rng.integers(0, C, 80), "test": np.repeat(np.arange(C), 15)}
+    out = {"ST": [], "AT": []}
+    for group, scale in (("ST", 6.0), ("AT", 1.5)):
+        for s in range(2):
+            run = root / f"{group}{s}"
+            for split, y in labels.items():
+                write_labels(run, split, y)
+                for e in EPOCHS:
+                    z = rng.standard_normal((len(y), C)) + scale * (e + 1) / 3 * np.eye(C)[y]
+                    write_logits(run, split, e, z)
+            if group == "AT":
+                atomic_save_npz(
+                    run / "eval" / "paper-epoch_002.npz",
+                    **_records(z.astype(np.float32), labels["test"], rng),
+                )
+            out[group].append(run)
+    return out
+
+
+def test_analyze_runs_everything(runs, tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (60, 1, 6, 6), dtype=np.uint8)
+    st0 = LogitStore(runs["ST"][0]).get("test")
+    given = {str(runs["ST"][0]): _records(np.asarray(st0), np.repeat(np.arange(C), 15), np.random.default_rng(2))}
+    res = analyze_runs(runs["ST"], runs["AT"], None, tmp_path, images=images, records=given)
+
+    assert set(res["figures"]) == ALL_FIGURES
+    assert res["skipped"] == {}
+    for path in res["figures"].values():
+        data = Path(path).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 1000
+    assert json.loads((tmp_path / "analysis.json").read_text()) == res
+    for table in ("distributions", "rank_disagreement", "average_overlap", "error_class_rank", "adv_acc_by_gap"):
+        assert (tmp_path / f"{table}.csv").read_text().count("\n") > 1
+    assert res["records"]["ST0"] == "given" and res["records"]["ST1"] is None
+    assert res["records"]["AT0"].endswith("paper-epoch_002.npz")
+
+    logits = [LogitStore(r).get("test") for r in runs["ST"] + runs["AT"]]
+    ref = pairwise_rank_disagreement(
+        logits, np.repeat(np.arange(C), 15), ["ST0", "ST1", "AT0", "AT1"], ["ST", "ST", "AT", "AT"]
+    ).summary()
+    for group in ("AT-AT", "AT-ST", "ST-ST"):
+        assert res["rank_disagreement"]["groups"][group]["mean"] == pytest.approx(ref[group]["mean"])
+    assert res["rank_disagreement"]["paper"] == {"AT-ST": 0.118, "AT-AT": 0.011}
+    assert res["distributions"]["AT1"]["train"]["gap"]["epoch"] == 2
+    assert res["evolution"]["ST0"]["train"]["max_logit"]["epochs"] == list(EPOCHS)
+    assert set(res["error_class_rank"]) == {"ST natural", "AT natural", "ST adversarial", "AT adversarial"}
+    assert res["adv_acc_by_gap"]["AT"]["counts"] and "ST" in res["adv_acc_by_gap"]
+    claims = {c["claim"]: c for c in res["claims"]}
+    assert claims["AT logit gaps are smaller than ST"]["holds"] is True
+    assert claims["AT seeds rank images alike (1.1%)"]["paper"] == 0.011
+    assert all(c["holds"] in (True, False, None) for c in res["claims"])
+
+
+def test_analyze_runs_without_records_or_images(runs, tmp_path):
+    res = analyze_runs(runs["ST"][:1], runs["AT"][:1], 1, tmp_path)
+    assert set(res["skipped"]) == {
+        "fig2b_adv_acc_by_gap",
+        "figb2_confidence_quadrants",
+        "figb3_neighbors",
+        "error_class_rank ST adversarial",
+        "error_class_rank AT adversarial",
+    }
+    assert set(res["figures"]) == ALL_FIGURES - set(res["skipped"])
+    assert "adv_acc_by_gap" not in res
+    assert res["distributions"]["ST0"]["test"]["max_logit"]["epoch"] == 1
+    assert set(res["rank_disagreement"]["groups"]) == {"AT-ST"}
+    claims = {c["claim"]: c for c in res["claims"]}
+    assert claims["AT adversarial accuracy rises with the clean logit gap"]["holds"] is None
+    assert claims["AT seeds rank images alike (1.1%)"]["holds"] is None
+
+
+def test_analyze_runs_bad_input(runs, tmp_path):
+    with pytest.raises(ValueError, match="at least one each"):
+        analyze_runs([], runs["AT"], None, tmp_path)
+    with pytest.raises(ValueError, match="59 images"):
+        analyze_runs(runs["ST"], runs["AT"], None, tmp_path, images=np.zeros((59, 1, 4, 4), np.uint8))
+    with pytest.raises(KeyError, match="'val'"):
+        analyze_runs(runs["ST"], runs["AT"], None, tmp_path, split="val")
+    with pytest.raises(KeyError, match="lack"):
+        analyze_runs(runs["ST"], runs["AT"], None, tmp_path, records={"AT0": {"label": np.zeros(3)}})
+
+
+def test_find_records(runs, tmp_path):
+    at = runs["AT"][0]
+    assert find_records(at).name == "paper-epoch_002.npz"
+    assert find_records(at, 2) == find_records(at)
+    assert find_records(at, 1) is None
+    assert find_records(runs["ST"][0]) is None
