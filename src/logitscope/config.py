@@ -343,7 +343,7 @@ RUN_PRESETS["cifar100-paper"] = {
 }
 
 
-def run_preset(name: str, **overrides: Any) -> RunConfig:
+def run_preset(name: str, /, **overrides: Any) -> RunConfig:
     if name not in RUN_PRESETS:
         raise ConfigError(f"unknown run preset {name!r}: expected one of {', '.join(RUN_PRESETS)}")
     base = RunConfig.from_dict(json.loads(json.dumps(RUN_PRESETS[name])))

@@ -24,5 +24,6 @@ def analyze(runs: list[str | os.PathLike], epoch: int | None = None, out_dir: Pa
         raise ValueError(f"runs of several datasets {sorted(names)}: expected runs of one dataset")
     data = load_run_dataset(loaded[0].config)
     out = out_dir or loaded[0].dir.parent / "analysis"
-    return analyze_runs(st, at, epoch, out, images=data.x_test.numpy(), class_names=data.class_names,
-                        dataset=loaded[0].config.data.name)
+    return analyze_runs(
+        st, at, epoch, out, images=data.x_test.numpy(), class_names=data.class_names, dataset=loaded[0].config.data.name
+    )

@@ -80,6 +80,14 @@ def _check_teacher(run: Run, student: RunConfig, data: Dataset, role: str) -> No
         )
 
 
+def sibling_run(ref: str, student: Run) -> Run:
+    """A teacher named by path, or by run id relative to the student's runs folder."""
+    path = Path(ref)
+    if not (path / "config.yaml").is_file() and (student.dir.parent / ref / "config.yaml").is_file():
+        path = student.dir.parent / ref
+    return Run(path)
+
+
 def raw_targets(
     run: Run,
     epoch: int,
@@ -111,7 +119,7 @@ def prepare_targets(cfg: RunConfig, student: Run, data: Dataset, device: torch.d
     d = cfg.distill
     device = device or torch.device("cpu")
     spec = transform_spec(d.transform, d.k)
-    teacher = Run(d.teacher)
+    teacher = sibling_run(d.teacher, student)
     _check_teacher(teacher, cfg, data, "teacher")
     epoch = teacher.resolve_epoch(d.teacher_epoch)
     augment = Augment(cfg.data.augment_pad, cfg.data.augment_flip)
@@ -135,7 +143,7 @@ def prepare_targets(cfg: RunConfig, student: Run, data: Dataset, device: torch.d
     if spec.name == "hybrid":
         if not d.hybrid_order:
             raise ValueError("transform hybrid needs distill.hybrid_order: the ST teacher run")
-        order_run = Run(d.hybrid_order)
+        order_run = sibling_run(d.hybrid_order, student)
         _check_teacher(order_run, cfg, data, "hybrid order")
         order = raw_targets(order_run, order_run.resolve_epoch(d.hybrid_order_epoch), *common)
     targets, report = apply_transform(spec, raw, data.y_train.numpy(), seed=d.target_seed, order_targets=order)

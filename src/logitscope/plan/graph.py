@@ -143,7 +143,7 @@ def _student_config(
     extra = {
         "epochs": d["epochs"],
         "name": f"{teacher.data.name}-student-{tag}-s{seed}",
-        "distill.teacher": str((out / "runs" / teacher.run_id).resolve()),
+        "distill.teacher": teacher.run_id,  # a sibling run folder: the output folder stays movable
         "distill.teacher_epoch": teacher_epoch,
         "distill.transform": transform,
         "distill.k": k,
@@ -154,7 +154,7 @@ def _student_config(
         **(d.get("set") or {}),
     }
     if hybrid is not None:
-        extra["distill.hybrid_order"] = str((out / "runs" / hybrid.run_id).resolve())
+        extra["distill.hybrid_order"] = hybrid.run_id
         extra["distill.hybrid_order_epoch"] = None
     return _run_config(preset, "distill", seed, data_dir, **extra)
 

@@ -1,0 +1,164 @@
+"""The reproduce stages: each ``fn(out, **params)`` reads and writes files under ``out``.
+
+Layout of a reproduce output folder::
+
+    out/runs/<run-id>/         every training run (ST, AT, students) with its eval/ records
+    out/plan/                  preset.json, done markers, the teacher choice
+    out/analysis/ out/manifolds/ out/theory/   each analysis stage's numbers and figures
+    out/report/index.html      the report (plus tables/*.csv, claims.csv, report.json)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from logitscope.config import RunConfig
+from logitscope.store.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def runs_dir(out: Path) -> Path:
+    return Path(out) / "runs"
+
+
+def train_stage(out: Path, config: dict[str, Any]) -> dict[str, Any]:
+    from logitscope.training.engine import train
+
+    cfg = RunConfig.from_dict(config)
+    run = train(cfg, out=runs_dir(out), resume=True)
+    meta = run.meta
+    return {
+        "run_id": run.dir.name,
+        "seconds": sum(r.get("train_seconds", 0) for r in run.metrics()),
+        "status": meta.get("status"),
+    }
+
+
+def evaluate_stage(
+    out: Path, run_id: str, epoch: int, eps: float, n_iter: int, n_restarts: int, n: int | None, batch_size: int
+) -> dict[str, Any]:
+    from logitscope.evaluation import evaluate
+
+    s = evaluate(
+        runs_dir(out) / run_id, epoch, eps=eps, n=n, n_iter=n_iter, n_restarts=n_restarts, batch_size=batch_size
+    )
+    return {k: s[k] for k in ("clean_acc", "robust_acc", "seconds", "epoch")}
+
+
+def eval_summary(out: Path, run_id: str, epoch: int, protocol: str = "paper") -> dict[str, Any] | None:
+    from logitscope.evaluation import record_path
+
+    p = record_path(runs_dir(out) / run_id, protocol, epoch).with_suffix(".json")
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def choose_teacher(
+    sweep: dict[str, dict[str, Any]], summaries: dict[str, dict[str, Any]], loss: str, natural_tolerance: float
+) -> tuple[int, str]:
+    """Appendix A.3's rule: among teacher epochs whose normally distilled student (``loss``)
+    keeps its natural accuracy within ``natural_tolerance`` of the best, the one with the
+    highest student adversarial accuracy (mean over sweep seeds). Returns (epoch, reason)."""
+    by_epoch: dict[int, list[tuple[float, float]]] = {}
+    for name, info in sweep.items():
+        if info["loss"] == loss and name in summaries:
+            s = summaries[name]
+            by_epoch.setdefault(int(info["teacher_epoch"]), []).append((s["clean_acc"], s["robust_acc"]))
+    if not by_epoch:
+        raise ValueError(f"no {loss} students in the teacher sweep: cannot choose a teacher epoch")
+    means = {e: (sum(c for c, _ in v) / len(v), sum(r for _, r in v) / len(v)) for e, v in by_epoch.items()}
+    best_nat = max(c for c, _ in means.values())
+    eligible = {e: m for e, m in means.items() if m[0] >= best_nat - natural_tolerance}
+    epoch = max(eligible, key=lambda e: (eligible[e][1], eligible[e][0], -e))
+    reason = (
+        f"teacher epoch {epoch}: its {loss} student reaches {means[epoch][1]:.1%} adversarial and "
+        f"{means[epoch][0]:.1%} natural accuracy, the highest adversarial accuracy among teacher epochs "
+        f"whose student's natural accuracy is within {natural_tolerance:.0%} of the best ({best_nat:.1%})"
+    )
+    return epoch, reason
+
+
+def choose_teacher_stage(
+    out: Path, sweep: dict[str, dict[str, Any]], fixed_epoch: int | None, natural_tolerance: float, loss: str
+) -> dict[str, Any]:
+    summaries = {
+        name: s for name, info in sweep.items() if (s := eval_summary(out, info["run_id"], info["epoch"])) is not None
+    }
+    if fixed_epoch is not None:
+        epoch, reason = int(fixed_epoch), f"teacher epoch {fixed_epoch} fixed by the preset (the paper: 40)"
+    else:
+        epoch, reason = choose_teacher(sweep, summaries, loss, natural_tolerance)
+    info = {"epoch": epoch, "rule": reason, "sweep": {n: {**sweep[n], **summaries.get(n, {})} for n in sweep}}
+    atomic_write_json(Path(out) / "plan" / "teacher.json", info)
+    log.info("%s", reason)
+    return {"epoch": epoch, "rule": reason}
+
+
+def analyze_stage(out: Path, st: list[str], at: list[str], epoch: int | None) -> dict[str, Any]:
+    from logitscope.analysis.summary import analyze_runs
+    from logitscope.store.runs import Run
+    from logitscope.training.engine import load_run_dataset
+
+    cfg = Run(runs_dir(out) / st[0]).config
+    data = load_run_dataset(cfg)
+    result = analyze_runs(
+        [runs_dir(out) / r for r in st],
+        [runs_dir(out) / r for r in at],
+        epoch,
+        Path(out) / "analysis",
+        images=data.x_test.numpy(),
+        class_names=data.class_names,
+        dataset=cfg.data.name,
+    )
+    return {"figures": sorted(result.get("figures", {})), "skipped": result.get("skipped", {})}
+
+
+def manifolds_stage(
+    out: Path, models: dict[str, dict[str, Any]], eps: float, p: int, m: int, n_t: int, max_features: int
+) -> dict[str, Any]:
+    from logitscope.manifolds.pipeline import analyze_models
+
+    runs = {label: (runs_dir(out) / v["run_id"], v["epoch"]) for label, v in models.items()}
+    result = analyze_models(
+        runs, eps=eps, n_manifolds=p, n_points=m, n_t=n_t, max_features=max_features, out_dir=Path(out) / "manifolds"
+    )
+    return {"figures": sorted(result.get("figures", {}))}
+
+
+def theory_stage(out: Path, classes: int) -> dict[str, Any]:
+    from logitscope.theory.run import write_theory
+
+    result = write_theory(Path(out) / "theory", n_classes=classes)
+    return {"thresholds": result.get("thresholds")}
+
+
+def theory_fgsm_stage(out: Path, st: str, at: str, eps: float, n: int) -> dict[str, Any]:
+    """Beyond the paper: measured logit-gap change under FGSM vs the quadratic law, ST and AT."""
+    from logitscope.store.atomic import atomic_write_json as write
+    from logitscope.store.models import load_model
+    from logitscope.store.runs import Run
+    from logitscope.theory.fgsm_gap import measure_gap_change, plot_gap_change
+    from logitscope.training.engine import load_run_dataset
+
+    data = load_run_dataset(Run(runs_dir(out) / st).config)
+    x, y = data.x_train[:n].float() / 255, data.y_train[:n]
+    results = {
+        label: measure_gap_change(load_model(runs_dir(out) / rid), x, y, eps) for label, rid in (("ST", st), ("AT", at))
+    }
+    folder = Path(out) / "theory"
+    plot_gap_change(results, folder / "fig_fgsm_gap.png")
+    fits = {
+        label: {k: v for k, v in r.items() if not hasattr(v, "shape") or getattr(v, "ndim", 1) == 0}
+        for label, r in results.items()
+    }
+    write(folder / "fgsm_gap.json", fits)
+    return {"fits": fits}
+
+
+def report_stage(out: Path, **params: Any) -> dict[str, Any]:
+    from logitscope.report.build import build_report
+
+    return {"html": str(build_report(Path(out), **params))}
