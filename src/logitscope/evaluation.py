@@ -55,8 +55,13 @@ def evaluate(
     run = run if isinstance(run, Run) else Run(run)
     epoch = run.resolve_epoch(epoch)
     cfg = ProtocolConfig(
-        protocol=protocol, eps=run.config.attack.eps if eps is None else float(eps), n_iter=n_iter,
-        n_restarts=n_restarts, batch_size=batch_size, seed=seed, allow_randomized=allow_randomized,
+        protocol=protocol,
+        eps=run.config.attack.eps if eps is None else float(eps),
+        n_iter=n_iter,
+        n_restarts=n_restarts,
+        batch_size=batch_size,
+        seed=seed,
+        allow_randomized=allow_randomized,
         precision=precision,
     )
     path = record_path(run.dir, protocol, epoch)
@@ -92,6 +97,14 @@ def evaluate(
     }
     atomic_write_json(summary_path, summary)
     state.unlink(missing_ok=True)
-    log.info("%s epoch %d: clean %.4f robust %.4f (%s, eps %.4g, %.1f s)", run.dir.name, epoch,
-             result.clean_accuracy, result.robust_accuracy, protocol, cfg.eps, seconds)
+    log.info(
+        "%s epoch %d: clean %.4f robust %.4f (%s, eps %.4g, %.1f s)",
+        run.dir.name,
+        epoch,
+        result.clean_accuracy,
+        result.robust_accuracy,
+        protocol,
+        cfg.eps,
+        seconds,
+    )
     return summary

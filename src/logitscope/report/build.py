@@ -120,7 +120,7 @@ def distillation_section(
     folder = out / "report" / "figures"
     acc = {tag: _accs(runs, ids, None) for tag, ids in students.items()}
     rows = []
-    for tag, ids in students.items():
+    for tag in students:
         nat, adv = acc[tag]
         paper = PAPER_TABLE2.get(tag, ("—", "—"))
         rows.append([tag, paper[0], pct(nat), paper[1], pct(adv), str(len(adv))])
