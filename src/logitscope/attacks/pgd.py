@@ -38,6 +38,7 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     loss_fn: LossFn = ce_sum,
+    start_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Maximise ``loss_fn(model(x'), y)`` over ``|x' - x|_inf <= eps``, ``x'`` in [0, 1].
 
@@ -50,6 +51,9 @@ def pgd(
         steps: number of steps (0 with ``random_start`` is uniform noise).
         random_start: start from a uniform point of the eps-ball (as Madry et al.).
         generator: seeds the random start.
+        start_noise: uniform [0, 1) noise shaped like ``x`` to use for the random start instead
+            of drawing it (data-parallel training draws the whole batch's noise on every rank
+            and passes each rank its slice, so ranks stay in step with one process).
 
     Returns:
         (B, C, H, W) adversarial images, detached.
@@ -57,8 +61,8 @@ def pgd(
     eps = check_eps(eps)
     x = x.detach()
     if random_start and eps > 0:
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        delta = (2 * noise - 1) * eps
+        noise = start_noise if start_noise is not None else torch.rand(x.shape, generator=generator, device=x.device)
+        delta = (2 * noise.to(x.dtype) - 1) * eps
     else:
         delta = torch.zeros_like(x)
     delta = (x + delta).clamp_(0, 1) - x

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from logitscope.store import checkpoints
 from logitscope.store.logits import write_labels, write_logits
 from logitscope.store.runs import Run
 from logitscope.training import objectives
+from logitscope.training.distributed import Dist
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +152,19 @@ def train(
     Returns:
         The :class:`Run`; an already complete run is returned untouched.
     """
-    run = Run.create(out, config, resume=resume)
+    cfg = config
+    device = resolve_device(cfg.device)
+    dist = Dist.from_env(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if dist.is_main:
+        run = Run.create(out, config, resume=resume)
+    dist.barrier()
+    if not dist.is_main:
+        run = Run(Path(out) / config.run_id)
     if run.complete:
         log.info("run %s is complete; nothing to do", run.dir.name)
         return run
-    cfg = config
-    device = resolve_device(cfg.device)
     data = load_run_dataset(cfg)
     spec = model_spec(cfg, data)
     torch.manual_seed(derive_seed(cfg.seed, "init"))
@@ -178,9 +187,16 @@ def train(
         log.info("resuming %s after epoch %d", run.dir.name, start)
     rows = [r for r in rows if int(r["epoch"]) <= start]
     splits = data.splits()
-    for split in splits:
-        write_labels(run.dir, split, data.split(split)[1].numpy())
-    run.update_meta(status="running", device=str(device), started=time.time(), last_epoch=start)
+    if dist.is_main:
+        for split in splits:
+            write_labels(run.dir, split, data.split(split)[1].numpy())
+        run.update_meta(
+            status="running", device=str(device), world_size=dist.world, started=time.time(), last_epoch=start
+        )
+    train_model: nn.Module = model
+    if dist.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     x_train = data.x_train.to(device)
     y_train = data.y_train.to(device)
@@ -198,22 +214,25 @@ def train(
             group["lr"] = lr
         g = _epoch_generator(cfg, epoch, device)
         order = torch.randperm(n, generator=g, device=device)
-        model.train()
+        train_model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         bar = tqdm(
             total=n, desc=f"{run.dir.name} epoch {epoch}/{cfg.epochs}", unit="img", disable=not show, leave=False
         )
         for i in range(0, n, bs):
-            idx = order[i : i + bs]
-            xb = augment(x_train[idx], g).float().div_(255)
-            yb = y_train[idx]
-            loss = objective(model, xb, yb, idx, g)
+            batch = order[i : i + bs]
+            s0, s1 = dist.shard(len(batch))
+            idx = batch[s0:s1]
+            xb = augment(x_train[batch], g)[s0:s1].float().div_(255)
+            loss = objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
+            scale = (s1 - s0) * dist.world / len(batch)
+            (loss * scale if scale != 1 else loss).backward()
             opt.step()
-            loss_sum += loss.detach() * len(idx)
-            bar.update(len(idx))
+            loss_sum += loss.detach() * (s1 - s0)
+            bar.update(len(batch))
             batches_done += 1
             if stop_after_batches is not None and batches_done >= stop_after_batches:
                 bar.close()
@@ -224,19 +243,25 @@ def train(
         train_s = time.perf_counter() - t0
 
         t1 = time.perf_counter()
+        loss_total = float(dist.sum(loss_sum))
         accs = {}
         for split in splits:
             x, y = data.split(split)
-            logits = predict_logits(model, x, cfg.monitor.eval_batch_size, device)
-            write_logits(run.dir, split, epoch, logits)
+            a, b = dist.shard(len(y))
+            logits = dist.gather_rows(predict_logits(model, x[a:b], cfg.monitor.eval_batch_size, device), len(y))
+            if dist.is_main:
+                write_logits(run.dir, split, epoch, logits)
             accs[f"{split}_acc"] = float((logits.argmax(1) == y.numpy()).mean())
         snapshot_s = time.perf_counter() - t1
+        if not dist.is_main:
+            dist.barrier()  # rank 0 measures, checkpoints and records the epoch
+            continue
         pgd_acc = pgd_accuracy(model, x_mon, y_mon, cfg, device)
         model.train()
         row = {
             "epoch": epoch,
             "lr": lr,
-            "loss": float(loss_sum) / n,
+            "loss": loss_total / n,
             **accs,
             "pgd_acc": pgd_acc,
             "train_seconds": round(train_s, 4),
@@ -250,6 +275,7 @@ def train(
         run.write_metrics(rows)
         checkpoints.save(checkpoints.last_path(run.dir), {**payload, "optimizer": opt.state_dict()})
         run.update_meta(last_epoch=epoch)
+        dist.barrier()
         log.info(
             "%s epoch %d: loss %.4f test %.4f pgd %.4f (%.0f img/s)",
             run.dir.name,
@@ -259,7 +285,9 @@ def train(
             pgd_acc,
             row["images_per_s"],
         )
-    run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
+    if dist.is_main:
+        run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
+    dist.barrier()
     return run
 
 

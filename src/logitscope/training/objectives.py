@@ -1,8 +1,11 @@
 """Training objectives: one callable per method, all with the same signature.
 
-``objective(model, x, y, idx, generator) -> loss`` where ``x`` is the augmented batch of
-float images in [0, 1], ``y`` the labels and ``idx`` the batch's dataset indices (used by
-distillation to look up each image's fixed target).
+``objective(model, x, y, idx, generator, shard) -> loss`` where ``x`` is the augmented batch
+of float images in [0, 1], ``y`` the labels, ``idx`` the batch's dataset indices (used by
+distillation to look up each image's fixed target) and ``shard = (start, stop, n)`` says that
+this process holds rows ``start:stop`` of a global batch of ``n`` (data-parallel training;
+``(0, len(x), len(x))`` otherwise): random draws are made for the global batch and sliced, so
+every rank consumes the generator exactly as one process would.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from torch import nn
 from logitscope.attacks.pgd import pgd
 from logitscope.config import AttackConfig
 
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+Shard = tuple[int, int, int]
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator, Shard], torch.Tensor]
 
 
-def standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def standard(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator, shard: Shard
+) -> torch.Tensor:
     """Cross-entropy on clean images (ST)."""
     return F.cross_entropy(model(x), y)
 
@@ -33,11 +39,13 @@ def pgd_at(attack: AttackConfig) -> Objective:
     """
 
     def objective(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator, shard: Shard
     ) -> torch.Tensor:
+        start, stop, n = shard
+        noise = torch.rand((n, *x.shape[1:]), generator=g, device=x.device)[start:stop]
         if attack.bn_mode == "eval":
             model.eval()
-        x_adv = pgd(model, x, y, attack.eps, attack.step_size, attack.steps, attack.random_start, g)
+        x_adv = pgd(model, x, y, attack.eps, attack.step_size, attack.steps, attack.random_start, g, start_noise=noise)
         model.train()
         return F.cross_entropy(model(x_adv), y)
 
@@ -49,7 +57,7 @@ def distill(targets: torch.Tensor, loss: str = "l1", temperature: float = 1.0) -
     from logitscope.distill.losses import distill_loss
 
     def objective(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator, shard: Shard
     ) -> torch.Tensor:
         return distill_loss(model(x), targets[idx], loss, temperature)
 
