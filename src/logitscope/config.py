@@ -101,6 +101,15 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class PerfConfig:
+    """Speed settings (issue: GPU fast path). They change float rounding, never the method."""
+
+    precision: str = "fp32"  # fp32 | bf16: autocast of training forward passes (fp32 master weights)
+    channels_last: bool = False  # NHWC memory format for convolutions (fast on tensor cores)
+    compile: bool = False  # torch.compile the model; falls back to eager (logged) where unavailable
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = ""  # readable part of the run id (default: dataset-model-method-seed)
     method: str = "st"  # st | at | distill
@@ -112,6 +121,7 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
     checkpoint_epochs: tuple[int, ...] = ()  # epochs whose checkpoint is kept
     checkpoint_every: int = 0  # also keep every n-th epoch (0: none); the last epoch is always kept
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not part of the run's identity)
@@ -200,6 +210,8 @@ def validate(cfg: RunConfig) -> None:
         bad("distill.passes", d.passes, "at least 1 augmented pass")
     if d.bn_mode not in ("eval", "batch"):
         bad("distill.bn_mode", d.bn_mode, "eval or batch")
+    if cfg.perf.precision not in ("fp32", "bf16"):
+        bad("perf.precision", cfg.perf.precision, "fp32 or bf16")
     if d.temperature <= 0:
         bad("distill.temperature", d.temperature, "a positive temperature")
 
@@ -335,6 +347,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "attack": {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10},
         "monitor": {"pgd_n": 1000, "pgd_steps": 10},
         "checkpoint_every": 20,
+        "perf": {"precision": "bf16", "channels_last": True, "compile": True},
     },
 }
 RUN_PRESETS["cifar100-paper"] = {

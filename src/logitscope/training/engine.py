@@ -33,7 +33,7 @@ from logitscope.models import build_model
 from logitscope.store import checkpoints
 from logitscope.store.logits import write_labels, write_logits
 from logitscope.store.runs import Run
-from logitscope.training import objectives
+from logitscope.training import objectives, perf
 from logitscope.training.distributed import Dist
 
 log = logging.getLogger(__name__)
@@ -193,10 +193,10 @@ def train(
         run.update_meta(
             status="running", device=str(device), world_size=dist.world, started=time.time(), last_epoch=start
         )
-    train_model: nn.Module = model
+    train_model = perf.prepare(model, cfg.perf)  # compiled (or eager) module sharing model's parameters
     if dist.enabled:
         ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
 
     x_train = data.x_train.to(device)
     y_train = data.y_train.to(device)
@@ -224,8 +224,9 @@ def train(
             batch = order[i : i + bs]
             s0, s1 = dist.shard(len(batch))
             idx = batch[s0:s1]
-            xb = augment(x_train[batch], g)[s0:s1].float().div_(255)
-            loss = objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
+            xb = perf.to_format(augment(x_train[batch], g)[s0:s1].float().div_(255), cfg.perf)
+            with perf.autocast(cfg.perf, device):
+                loss = objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
             opt.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
             scale = (s1 - s0) * dist.world / len(batch)

@@ -45,7 +45,11 @@ def pgd_at(attack: AttackConfig) -> Objective:
         noise = torch.rand((n, *x.shape[1:]), generator=g, device=x.device)[start:stop]
         if attack.bn_mode == "eval":
             model.eval()
-        x_adv = pgd(model, x, y, attack.eps, attack.step_size, attack.steps, attack.random_start, g, start_noise=noise)
+        # the attack needs input gradients only: it bypasses DDP's gradient synchronisation
+        attack_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        x_adv = pgd(
+            attack_model, x, y, attack.eps, attack.step_size, attack.steps, attack.random_start, g, start_noise=noise
+        )
         model.train()
         return F.cross_entropy(model(x_adv), y)
 
