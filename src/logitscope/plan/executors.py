@@ -45,19 +45,26 @@ class RayExecutor:
         self._task = ray.remote(run_stage)
 
     def run(self, plan: Plan, ready: list[Stage]) -> int:
+        out = str(plan.out.resolve())  # workers do not share the driver's working directory
         pending = {}
         for stage in ready:
             gpus = 1 if (stage.gpu and self.has_gpu) else 0
-            ref = self._task.options(num_cpus=1, num_gpus=gpus, name=stage.name).remote(
-                str(plan.out), stage.fn, stage.params
-            )
+            ref = self._task.options(num_cpus=1, num_gpus=gpus, name=stage.name).remote(out, stage.fn, stage.params)
             pending[ref] = (stage, time.perf_counter())
+        failed: BaseException | None = None
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             stage, t0 = pending.pop(done[0])
-            result = self.ray.get(done[0])
+            try:
+                result = self.ray.get(done[0])
+            except Exception as exc:  # the other stages of the wave still finish and keep their markers
+                log.error("ray: %s failed: %s", stage.name, str(exc).splitlines()[0] if str(exc) else exc)
+                failed = failed or exc
+                continue
             mark_done(plan, stage, result, time.perf_counter() - t0)
             log.info("ray: %s done", stage.name)
+        if failed is not None:
+            raise failed
         return len(ready)
 
     def shutdown(self) -> None:

@@ -10,7 +10,9 @@ stages that depend on it. Training stages resume their run folders, so a killed
 
 The graph has one decision: the AT teacher checkpoint (appendix A.3), chosen from the
 figure A.6 sweep. Stages downstream of it appear once ``plan/teacher.json`` exists; the
-executor rebuilds the plan until nothing is left to run.
+executor rebuilds the plan until nothing is left to run. A decision enters its dependents'
+keys through the value decided (the chosen epoch is in their parameters), not through its
+own key: a changed sweep that picks the same epoch retrains no student.
 """
 
 from __future__ import annotations
@@ -49,18 +51,26 @@ def _key(stage: Stage, dep_keys: list[str]) -> str:
 
 
 class Plan:
-    """Stages in dependency order, with keys, plus the stages still waiting on a decision."""
+    """Stages in dependency order, with keys, plus the stages still waiting on a decision.
 
-    def __init__(self, out: Path, stages: list[Stage], pending: list[str]) -> None:
+    ``waits_on`` maps a decision stage (kind "choose") to the stage kinds that appear once it
+    is done, so that ``select`` of those kinds makes the decision first.
+    """
+
+    def __init__(
+        self, out: Path, stages: list[Stage], pending: list[str], waits_on: dict[str, tuple[str, ...]] | None = None
+    ) -> None:
         self.out = out
         keyed: dict[str, Stage] = {}
         for s in stages:
             missing = [d for d in s.deps if d not in keyed]
             if missing:
                 raise ValueError(f"stage {s.name} depends on {missing[0]}, which is not defined before it")
-            keyed[s.name] = Stage(**{**s.__dict__, "key": _key(s, [keyed[d].key for d in s.deps])})
+            dep_keys = [keyed[d].key for d in s.deps if keyed[d].kind != "choose"]
+            keyed[s.name] = Stage(**{**s.__dict__, "key": _key(s, dep_keys)})
         self.stages = keyed
         self.pending = pending
+        self.waits_on = waits_on or {}
 
     def marker(self, name: str) -> Path:
         return self.out / "plan" / "done" / f"{name}.json"
@@ -86,6 +96,7 @@ class Plan:
             raise ValueError(f"--only {bad[0]!r}: expected one of {', '.join(STAGE_KINDS)}")
         wanted: set[str] = set()
         todo = [s.name for s in self.stages.values() if s.kind in only]
+        todo += [d for d, kinds in self.waits_on.items() if set(kinds) & set(only)]
         while todo:
             n = todo.pop()
             if n not in wanted:
@@ -232,8 +243,10 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
     partial = Plan(out, stages, [])
     chosen = int(partial.result("choose-teacher")["epoch"]) if partial.is_done("choose-teacher") else None
     students: dict[str, list[tuple[str, RunConfig]]] = {}
+    waits_on: dict[str, tuple[str, ...]] = {}
     if chosen is None:
         pending.append("students (figure 4, table 2), their evaluation, analyses and report: wait for choose-teacher")
+        waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds", "report")
     else:
         d = preset["distill"]
         variants: list[tuple[str, dict[str, Any]]] = [("normal", {})]
@@ -322,7 +335,7 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
                 report_deps,
             )
         )
-    return Plan(out, stages, pending)
+    return Plan(out, stages, pending, waits_on)
 
 
 # -- running it ----------------------------------------------------------------------------
@@ -343,16 +356,17 @@ def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> int:
 
 
 def describe(plan: Plan, only: list[str] | None) -> str:
+    """One line per selected stage (done, ready or waiting), the pending groups, a count."""
     lines = []
-    for s in plan.select(only):
+    selected = plan.select(only)
+    for s in selected:
         state = "done" if plan.is_done(s.name) else ("ready" if all(plan.is_done(d) for d in s.deps) else "waiting")
         lines.append(f"{state:8s} {s.kind:10s} {s.name}  [{s.key}]")
-    lines += [f"pending  {p}" for p in plan.pending]
-    n_done = sum(plan.is_done(s.name) for s in plan.select(only))
-    lines.append(
-        f"{n_done}/{len(plan.select(only))} stages done"
-        + (f"; {len(plan.pending)} group(s) pending" if plan.pending else "")
-    )
+    waiting = not only or any(set(kinds) & set(only) for kinds in plan.waits_on.values())
+    pending = plan.pending if waiting else []
+    lines += [f"pending  {p}" for p in pending]
+    n_done = sum(plan.is_done(s.name) for s in selected)
+    lines.append(f"{n_done}/{len(selected)} stages done" + (f"; {len(pending)} group(s) pending" if pending else ""))
     return "\n".join(lines)
 
 
@@ -361,13 +375,30 @@ def resolve_preset(preset: str, overrides: list[str], data_dir: str | None) -> d
     return p
 
 
-def validate_plan_inputs(preset: dict[str, Any], data_dir: str | None) -> None:
-    """Fail before any work: every run config valid, the dataset present."""
+def validate_plan_inputs(
+    preset: dict[str, Any], data_dir: str | None, out: Path = Path("out"), only: list[str] | None = None
+) -> None:
+    """Fail before any work: every run config valid, the dataset present, ``only`` known."""
+    from logitscope.attacks.protocol import ProtocolConfig
     from logitscope.data import get_dataset
+    from logitscope.distill.pipeline import transform_spec
 
-    cfg = _run_config(preset, "at", preset["seeds"][0], data_dir)
-    if cfg.data.name != "digits":
-        get_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_per_class, cfg.data.split_seed)
+    seeds = preset["seeds"]
+    if not seeds:
+        raise ValueError("seeds=[]: expected at least one seed, e.g. [0, 1, 2]")
+    stray = [s for s in preset["distill"]["sweep_seeds"] if s not in seeds]
+    if stray:
+        raise ValueError(f"distill.sweep_seeds has {stray[0]}: expected seeds among seeds={seeds}")
+    cfg = _run_config(preset, "at", seeds[0], data_dir)
+    data = get_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_per_class, cfg.data.split_seed)
+    for k in preset["distill"]["ks"]:
+        transform_spec("fix-k-permute", k)
+        if k > data.n_classes:
+            raise ValueError(f"distill.ks has {k}: expected k <= {data.n_classes}, the classes of {cfg.data.name}")
+    ev = preset["evaluate"]
+    ProtocolConfig(eps=ev["eps"], n_iter=ev["n_iter"], n_restarts=ev["n_restarts"], batch_size=ev["batch_size"])
+    if ev["n"] is not None and (not isinstance(ev["n"], int) or ev["n"] < 1):
+        raise ValueError(f"evaluate.n={ev['n']}: expected a positive number of test images or null for all")
     for te in preset["teacher"]["epochs"]:
         if not 1 <= te <= preset["train"]["epochs"]:
             raise ValueError(
@@ -376,6 +407,7 @@ def validate_plan_inputs(preset: dict[str, Any], data_dir: str | None) -> None:
     fixed = preset["teacher"].get("fixed_epoch")
     if fixed is not None and fixed not in preset["teacher"]["epochs"]:
         raise ValueError(f"teacher.fixed_epoch={fixed}: expected one of teacher.epochs {preset['teacher']['epochs']}")
+    build_plan(preset, out, data_dir).select(only)  # every stage's run config, and the kinds in ``only``
 
 
 def reproduce(
@@ -393,7 +425,7 @@ def reproduce(
 
     resolved = resolve_preset(preset, overrides or [], data_dir)
     out = Path(out)
-    validate_plan_inputs(resolved, data_dir)
+    validate_plan_inputs(resolved, data_dir, out, only)
     exe = make_executor(executor, address)  # fail on a missing Ray before any work
 
     def plan_fn() -> Plan:

@@ -13,6 +13,8 @@ from logitscope.config import ConfigError, parse_float
 
 PRESET_DIR = "presets"
 SECTIONS = ("name", "seeds", "train", "evaluate", "teacher", "distill", "analysis", "manifolds", "theory")
+# Keys that may be null, with an example of their other values' type.
+NULLABLE = {"evaluate.n": 0, "teacher.fixed_epoch": 0, "analysis.epoch": 0, "manifolds.eps": 0.0}
 
 
 def preset_names() -> list[str]:
@@ -47,6 +49,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
 
 def _typed(value: str, current: Any, key: str) -> Any:
     parsed = yaml.safe_load(value) if value.strip() else None
+    if key in NULLABLE:
+        if parsed is None:
+            return None
+        current = NULLABLE[key]
     if isinstance(current, bool):
         if not isinstance(parsed, bool):
             raise ConfigError(f"{key}={value!r}: expected true or false")
@@ -66,11 +72,6 @@ def _typed(value: str, current: Any, key: str) -> Any:
         raise ConfigError(f"{key}={value!r}: expected a mapping")
     if isinstance(current, str) and not isinstance(parsed, str):
         return value.strip()
-    if current is None and isinstance(value, str) and "/" in value:
-        try:
-            return parse_float(value)
-        except ConfigError:
-            return value
     return parsed
 
 

@@ -128,34 +128,24 @@ def manifolds_stage(
     return {"figures": sorted(result.get("figures", {}))}
 
 
-def theory_stage(out: Path, classes: int) -> dict[str, Any]:
-    from logitscope.theory.run import write_theory
-
-    result = write_theory(Path(out) / "theory", n_classes=classes)
-    return {"thresholds": result.get("thresholds")}
-
-
-def theory_fgsm_stage(out: Path, st: str, at: str, eps: float, n: int) -> dict[str, Any]:
-    """Beyond the paper: measured logit-gap change under FGSM vs the quadratic law, ST and AT."""
-    from logitscope.store.atomic import atomic_write_json as write
+def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) -> dict[str, Any]:
+    """Appendix C's model, plus (beyond the paper) the measured logit-gap change under FGSM of
+    the first ST and AT models against the quadratic law."""
     from logitscope.store.models import load_model
     from logitscope.store.runs import Run
     from logitscope.theory.fgsm_gap import measure_gap_change, plot_gap_change
+    from logitscope.theory.run import write_theory
     from logitscope.training.engine import load_run_dataset
 
     data = load_run_dataset(Run(runs_dir(out) / st).config)
-    x, y = data.x_train[:n].float() / 255, data.y_train[:n]
-    results = {
+    x, y = data.x_test[:n].float() / 255, data.y_test[:n]
+    gaps = {
         label: measure_gap_change(load_model(runs_dir(out) / rid), x, y, eps) for label, rid in (("ST", st), ("AT", at))
     }
     folder = Path(out) / "theory"
-    plot_gap_change(results, folder / "fig_fgsm_gap.png")
-    fits = {
-        label: {k: v for k, v in r.items() if not hasattr(v, "shape") or getattr(v, "ndim", 1) == 0}
-        for label, r in results.items()
-    }
-    write(folder / "fgsm_gap.json", fits)
-    return {"fits": fits}
+    result = write_theory(folder, n_classes=classes, gap_results=gaps)
+    plot_gap_change(gaps, folder / "fig_fgsm_gap.png")
+    return {"thresholds": {k: v.get("threshold") for k, v in result.get("thresholds", {}).items()}}
 
 
 def report_stage(out: Path, **params: Any) -> dict[str, Any]:
