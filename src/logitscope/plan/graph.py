@@ -312,8 +312,22 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
                 gpu=True,
             )
         )
+    s0 = seeds[0]
+    theory_params = {
+        "classes": preset["theory"]["classes"],
+        "st": st[s0].run_id,
+        "at": at[s0].run_id,
+        "eps": ev["eps"] / 10,
+        "n": 500,
+    }
     stages.append(
-        Stage("theory", "theory", "logitscope.plan.stages:theory_stage", {"classes": preset["theory"]["classes"]})
+        Stage(
+            "theory",
+            "theory",
+            "logitscope.plan.stages:theory_stage",
+            theory_params,
+            (f"train-st-s{s0}", f"train-at-s{s0}"),
+        )
     )
     if chosen is not None:
         report_deps = tuple(
