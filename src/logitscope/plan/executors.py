@@ -29,8 +29,9 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Independent stages as Ray tasks, each asking for one CPU and, for GPU stages on a
-    cluster with GPUs, one GPU. ``address=None`` starts a local Ray instance."""
+    """Independent stages as Ray tasks, each asking for one CPU (and running one torch
+    thread, so CPU results equal a one-thread local run's) and, for GPU stages on a cluster
+    with GPUs, one GPU. ``address=None`` starts a local Ray instance."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         try:
@@ -49,7 +50,8 @@ class RayExecutor:
         pending = {}
         for stage in ready:
             gpus = 1 if (stage.gpu and self.has_gpu) else 0
-            ref = self._task.options(num_cpus=1, num_gpus=gpus, name=stage.name).remote(out, stage.fn, stage.params)
+            task = self._task.options(num_cpus=1, num_gpus=gpus, name=stage.name)
+            ref = task.remote(out, stage.fn, stage.params, threads=1)
             pending[ref] = (stage, time.perf_counter())
         failed: BaseException | None = None
         while pending:

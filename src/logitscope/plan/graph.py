@@ -105,10 +105,18 @@ class Plan:
         return [s for s in self.stages.values() if s.name in wanted]
 
 
-def run_stage(out: str, fn: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Import and call one stage function (also what a Ray worker executes)."""
+def run_stage(out: str, fn: str, params: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    """Import and call one stage function (also what a Ray worker executes).
+
+    ``threads`` sets torch's intra-op threads first: CPU results depend on the thread count,
+    so a Ray task runs with its CPU request, whatever the worker's defaults.
+    """
     import importlib
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     module, attr = fn.split(":")
     return getattr(importlib.import_module(module), attr)(Path(out), **params) or {}
 
@@ -403,6 +411,14 @@ def validate_plan_inputs(
     stray = [s for s in preset["distill"]["sweep_seeds"] if s not in seeds]
     if stray:
         raise ValueError(f"distill.sweep_seeds has {stray[0]}: expected seeds among seeds={seeds}")
+    for te in preset["teacher"]["epochs"]:
+        if not 1 <= te <= preset["train"]["epochs"]:
+            raise ValueError(
+                f"teacher.epochs has {te}: expected epochs between 1 and train.epochs={preset['train']['epochs']}"
+            )
+    fixed = preset["teacher"].get("fixed_epoch")
+    if fixed is not None and fixed not in preset["teacher"]["epochs"]:
+        raise ValueError(f"teacher.fixed_epoch={fixed}: expected one of teacher.epochs {preset['teacher']['epochs']}")
     cfg = _run_config(preset, "at", seeds[0], data_dir)
     data = get_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_per_class, cfg.data.split_seed)
     for k in preset["distill"]["ks"]:
@@ -413,14 +429,6 @@ def validate_plan_inputs(
     ProtocolConfig(eps=ev["eps"], n_iter=ev["n_iter"], n_restarts=ev["n_restarts"], batch_size=ev["batch_size"])
     if ev["n"] is not None and (not isinstance(ev["n"], int) or ev["n"] < 1):
         raise ValueError(f"evaluate.n={ev['n']}: expected a positive number of test images or null for all")
-    for te in preset["teacher"]["epochs"]:
-        if not 1 <= te <= preset["train"]["epochs"]:
-            raise ValueError(
-                f"teacher.epochs has {te}: expected epochs between 1 and train.epochs={preset['train']['epochs']}"
-            )
-    fixed = preset["teacher"].get("fixed_epoch")
-    if fixed is not None and fixed not in preset["teacher"]["epochs"]:
-        raise ValueError(f"teacher.fixed_epoch={fixed}: expected one of teacher.epochs {preset['teacher']['epochs']}")
     build_plan(preset, out, data_dir).select(only)  # every stage's run config, and the kinds in ``only``
 
 

@@ -1,0 +1,290 @@
+"""The plan graph: cache keys, reruns, ``--only``, kills and ``--dry-run``.
+
+A toy graph of file-writing stages pins the semantics exactly; the tiny digits preset checks
+them on real training, distillation and evaluation stages (up to the teacher choice and
+the students, the stages other parts of the report build on).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from plan_helpers import (
+    CHOOSE,
+    SWEEP,
+    SWEEP_EVALS,
+    RecordingExecutor,
+    assert_same_results,
+    plan_results,
+    run_plan,
+)
+
+from logitscope.plan.graph import Plan, Stage, build_plan, describe, execute, reproduce, resolve_preset, run_stage
+from logitscope.store.runs import Run
+
+# -- a toy graph: a -> b, a -> c, (b, c) -> d ----------------------------------------------
+
+FN = f"{__name__}:toy_stage"
+FAIL: set[str] = set()
+
+
+def toy_stage(out: Path, name: str, value: int, inputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Writes ``value`` plus the numbers its inputs wrote; refuses when named in ``FAIL``."""
+    if name in FAIL:
+        raise RuntimeError(f"stage {name} failed (test)")
+    total = value + sum(int((out / "toy" / f"{i}.txt").read_text()) for i in inputs)
+    (out / "toy").mkdir(parents=True, exist_ok=True)
+    (out / "toy" / f"{name}.txt").write_text(str(total))
+    return {"value": value}
+
+
+def toy_plan(out: Path, **values: int) -> Plan:
+    def stage(name: str, kind: str, deps: tuple[str, ...] = ()) -> Stage:
+        return Stage(name, kind, FN, {"name": name, "value": values.get(name, 1), "inputs": deps}, deps)
+
+    stages = [stage("a", "train"), stage("b", "evaluate", ("a",)), stage("c", "evaluate", ("a",))]
+    return Plan(out, [*stages, stage("d", "analyze", ("b", "c"))], [])
+
+
+class WaveExecutor(RecordingExecutor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waves: list[list[str]] = []
+
+    def run(self, plan: Plan, ready: list[Stage]) -> int:
+        self.waves.append([s.name for s in ready])
+        return super().run(plan, ready)
+
+
+def run_toy(out: Path, only: list[str] | None = None, **values: int) -> list[list[str]]:
+    exe = WaveExecutor()
+    assert execute(lambda: toy_plan(out, **values), only, exe) == len(exe.names)
+    return exe.waves
+
+
+def test_keys_change_with_parameters_and_with_the_keys_of_inputs(tmp_path):
+    base = toy_plan(tmp_path).stages
+    b = toy_plan(tmp_path, b=2).stages
+    a = toy_plan(tmp_path, a=2).stages
+    assert len({s.key for s in base.values()}) == 4
+    assert {n for n in base if b[n].key != base[n].key} == {"b", "d"}
+    assert {n for n in base if a[n].key != base[n].key} == {"a", "b", "c", "d"}
+    assert toy_plan(tmp_path / "elsewhere").stages["d"].key == base["d"].key  # keys do not name the folder
+
+
+def test_execute_runs_waves_in_dependency_order_and_skips_what_is_done(tmp_path):
+    assert run_toy(tmp_path) == [["a"], ["b", "c"], ["d"]]
+    assert (tmp_path / "toy" / "d.txt").read_text() == str(1 + (1 + 1) + (1 + 1))  # a, b, c written before d
+    marker = json.loads((tmp_path / "plan" / "done" / "d.json").read_text())
+    assert marker["key"] == toy_plan(tmp_path).stages["d"].key and marker["result"] == {"value": 1}
+    assert run_toy(tmp_path) == []
+    assert run_toy(tmp_path, b=5) == [["b"], ["d"]]  # exactly what depends on the change
+    assert run_toy(tmp_path, b=5) == []
+    assert run_toy(tmp_path) == [["b"], ["d"]]  # back to the old setting: its markers were replaced
+
+
+def test_only_runs_the_kinds_asked_for_and_what_they_need(tmp_path):
+    plan = toy_plan(tmp_path)
+    assert [s.name for s in plan.select(["evaluate"])] == ["a", "b", "c"]
+    assert [s.name for s in plan.select(["train", "analyze"])] == ["a", "b", "c", "d"]
+    assert [s.name for s in plan.select(None)] == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="--only 'eval': expected one of train, distill, evaluate"):
+        plan.select(["eval"])
+    assert run_toy(tmp_path, only=["evaluate"]) == [["a"], ["b", "c"]]
+    lines = describe(toy_plan(tmp_path), None).splitlines()
+    assert [line.split()[:3] for line in lines[:-1]] == [
+        ["done", "train", "a"],
+        ["done", "evaluate", "b"],
+        ["done", "evaluate", "c"],
+        ["ready", "analyze", "d"],
+    ]
+    assert lines[-1] == "3/4 stages done"
+    assert describe(toy_plan(tmp_path), ["evaluate"]).splitlines()[-1] == "3/3 stages done"
+    assert run_toy(tmp_path) == [["d"]]
+
+
+def test_a_failed_stage_keeps_the_finished_ones(tmp_path):
+    FAIL.add("c")
+    try:
+        with pytest.raises(RuntimeError, match="stage c failed"):
+            run_toy(tmp_path)
+    finally:
+        FAIL.clear()
+    plan = toy_plan(tmp_path)
+    assert [plan.is_done(n) for n in "abcd"] == [True, True, False, False]
+    assert describe(plan, None).splitlines()[2].split()[:3] == ["ready", "evaluate", "c"]
+    assert run_toy(tmp_path) == [["c"], ["d"]]
+
+
+def test_a_stale_or_broken_marker_is_not_done(tmp_path):
+    run_toy(tmp_path)
+    plan = toy_plan(tmp_path)
+    plan.marker("b").write_text("{not json")
+    marker = json.loads(plan.marker("c").read_text())
+    plan.marker("c").write_text(json.dumps({**marker, "key": "0" * 16}))
+    assert [plan.is_done(n) for n in "abcd"] == [True, False, False, True]
+    assert describe(plan, None).splitlines()[-1] == "2/4 stages done"
+    assert run_toy(tmp_path) == [["b", "c"]]  # d's key is unchanged: its inputs' keys are
+
+
+def test_a_decision_enters_keys_through_its_value(tmp_path):
+    def plan(sweep: int, epoch: int, waits_on: dict[str, tuple[str, ...]] | None = None) -> Plan:
+        return Plan(
+            tmp_path,
+            [
+                Stage("sweep", "evaluate", FN, {"name": "sweep", "value": sweep}),
+                Stage("pick", "choose", FN, {"name": "pick", "value": sweep}, ("sweep",)),
+                Stage("student", "distill", FN, {"name": "student", "value": epoch}, ("pick",)),
+            ],
+            [],
+            waits_on,
+        )
+
+    base = plan(1, 3).stages
+    # a changed sweep reruns the choice; a student whose chosen epoch stays keeps its key
+    assert plan(2, 3).stages["pick"].key != base["pick"].key
+    assert plan(2, 3).stages["student"].key == base["student"].key
+    assert plan(2, 4).stages["student"].key != base["student"].key
+    # stages of a kind that appears after a decision: --only that kind makes the decision first
+    assert [s.name for s in plan(1, 3, {"pick": ("report",)}).select(["report"])] == ["sweep", "pick"]
+    assert plan(1, 3, {"pick": ("report",)}).select(["train"]) == []
+
+
+def threads_stage(out: Path) -> dict[str, Any]:
+    return {"threads": torch.get_num_threads()}
+
+
+def test_run_stage_sets_torch_threads_when_asked(tmp_path):
+    assert run_stage(str(tmp_path), f"{__name__}:threads_stage", {}, threads=2) == {"threads": 2}
+    assert run_stage(str(tmp_path), f"{__name__}:threads_stage", {}) == {"threads": 2}
+    assert run_stage(str(tmp_path), f"{__name__}:threads_stage", {}, threads=1) == {"threads": 1}
+
+
+def test_a_dependency_must_be_defined_first(tmp_path):
+    with pytest.raises(ValueError, match="stage b depends on a, which is not defined before it"):
+        Plan(tmp_path, [Stage("b", "evaluate", FN, {}, ("a",)), Stage("a", "train", FN, {})], [])
+
+
+# -- the tiny digits preset ----------------------------------------------------------------
+
+
+def marker_times(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "plan" / "done").glob("*.json")}
+
+
+def test_reproduce_up_to_the_choice_then_a_rerun_does_nothing(chosen_copy, tiny_preset):
+    out = chosen_copy
+    before = marker_times(out)
+    assert sorted(before) == sorted(f"{n}.json" for n in CHOOSE)
+    teacher = json.loads((out / "plan" / "teacher.json").read_text())
+    assert teacher["epoch"] in (1, 2) and set(teacher["sweep"]) == set(SWEEP)
+    assert all("robust_acc" in v for v in teacher["sweep"].values())
+    assert run_plan(tiny_preset, out, only=["choose"]) == []
+    assert reproduce(str(tiny_preset), out, only=["choose"]) == 0
+    assert marker_times(out) == before
+    plan = build_plan(resolve_preset(str(tiny_preset), [], None), out)
+    assert describe(plan, ["choose"]).splitlines()[-1] == f"{len(CHOOSE)}/{len(CHOOSE)} stages done"
+
+
+def test_a_changed_evaluation_setting_reruns_the_evaluations_and_the_choice(chosen_copy, tiny_preset):
+    runs = sorted(p.name for p in (chosen_copy / "runs").iterdir())
+    ran = run_plan(tiny_preset, chosen_copy, ("evaluate.n_iter=3",), only=["choose"])
+    assert ran == [*SWEEP_EVALS, "choose-teacher"]
+    assert sorted(p.name for p in (chosen_copy / "runs").iterdir()) == runs  # no training
+    teacher = json.loads((chosen_copy / "plan" / "teacher.json").read_text())
+    assert {v["settings"]["n_iter"] for v in teacher["sweep"].values()} == {3}
+
+
+def test_a_changed_distillation_setting_retrains_the_students_only(chosen_copy, tiny_preset):
+    runs = {p.name for p in (chosen_copy / "runs").iterdir()}
+    ran = run_plan(tiny_preset, chosen_copy, ("distill.epochs=2",), only=["choose"])
+    assert ran == [*SWEEP, *[f"eval-{s}-e2" for s in SWEEP], "choose-teacher"]  # students now end at epoch 2
+    new = {p.name for p in (chosen_copy / "runs").iterdir()} - runs
+    assert len(new) == 4 and all("-student-sweep-" in n and Run(chosen_copy / "runs" / n).last_epoch == 2 for n in new)
+
+
+def test_a_killed_plan_continues_to_the_same_results(tmp_path, tiny_preset, chosen, monkeypatch):
+    """Kills mid-epoch of the AT teacher, mid-epoch of the first student and at the second
+    evaluation; each rerun continues where the last stopped and ends bitwise equal."""
+    from logitscope import evaluation
+    from logitscope.training import engine
+
+    calls = {"train": 0, "evaluate": 0}
+    kills = {("train", 1): 30, ("train", 3): 5, ("evaluate", 2): 0}  # digits: 22 batches an epoch
+    real_train, real_evaluate = engine.train, evaluation.evaluate
+
+    def train(cfg, out="runs", resume=False, progress=None, stop_after_batches=None):
+        calls["train"] += 1
+        return real_train(cfg, out, resume, progress, kills.get(("train", calls["train"])))
+
+    def evaluate(*args, **kwargs):
+        calls["evaluate"] += 1
+        if ("evaluate", calls["evaluate"]) in kills:
+            raise KeyboardInterrupt("killed (test)")
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train", train)
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(tiny_preset, out, only=["choose"])
+    (at_run,) = (out / "runs").iterdir()
+    assert not marker_times(out) and Run(at_run).last_epoch == 1 and not Run(at_run).complete
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(tiny_preset, out, only=["choose"])
+    assert sorted(marker_times(out)) == ["train-at-s0.json"]
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(tiny_preset, out, only=["choose"])
+    assert sorted(marker_times(out)) == sorted(f"{n}.json" for n in ["train-at-s0", *SWEEP, SWEEP_EVALS[0]])
+    assert run_plan(tiny_preset, out, only=["choose"]) == [*SWEEP_EVALS[1:], "choose-teacher"]
+    assert calls == {"train": 2 + 1 + len(SWEEP), "evaluate": 1 + len(SWEEP_EVALS)}
+    assert_same_results(plan_results(out), plan_results(chosen))
+
+
+def test_dry_run_after_the_choice_shows_the_students_and_changes_nothing(chosen_copy, tiny_preset, capsys):
+    files = {p: p.stat().st_mtime_ns for p in chosen_copy.rglob("*")}
+    assert reproduce(str(tiny_preset), chosen_copy, dry_run=True) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert {p: p.stat().st_mtime_ns for p in chosen_copy.rglob("*")} == files
+    states = {line.split()[2]: line.split()[0] for line in lines[:-1]}
+    assert all(states[n] == "done" for n in CHOOSE)
+    students = ["normal", "fix1-permute", "fix1-average", "correct-fix1", "hybrid"]
+    assert all(states[f"distill-{t}-s0"] == "ready" for t in students[:4])
+    assert states["train-st-s0"] == "ready" and states["distill-hybrid-s0"] == "waiting"  # on the ST order
+    assert all(states[f"eval-distill-{t}-s0-e1"] == "waiting" for t in students)
+    assert states["report"] == "waiting" and "pending" not in states
+    assert lines[-1] == f"{len(CHOOSE)}/{len(states)} stages done"
+
+
+def test_students_follow_the_choice_and_a_rerun_choice_keeps_them(chosen_copy, tiny_preset):
+    out = chosen_copy
+    epoch = json.loads((out / "plan" / "teacher.json").read_text())["epoch"]
+    students = [f"distill-{t}-s0" for t in ("normal", "fix1-permute", "fix1-average", "correct-fix1", "hybrid")]
+    ran = run_plan(tiny_preset, out, only=["distill", "evaluate"])
+    assert set(ran) == {
+        "train-st-s0",
+        "eval-train-st-s0-e2",
+        "eval-train-at-s0-e2",
+        *students,
+        *[f"eval-{s}-e1" for s in students],
+        *([f"eval-train-at-s0-e{epoch}"] if epoch != 2 else []),
+    }
+    for s in students:
+        cfg = Run(
+            out / "runs" / json.loads((out / "plan" / "done" / f"{s}.json").read_text())["result"]["run_id"]
+        ).config
+        assert cfg.distill.teacher_epoch == epoch and cfg.distill.teacher.startswith("digits-small-cnn-at-s0-")
+    plan = build_plan(resolve_preset(str(tiny_preset), [], None), out)
+    lines = describe(plan, ["distill", "evaluate"]).splitlines()
+    assert all(line.startswith("done ") for line in lines[:-1])
+    assert lines[-1] == f"{len(lines) - 1}/{len(lines) - 1} stages done"
+    # the sweep evaluated again (batch size does not change results): the choice reruns, picks
+    # the same epoch, and no student retrains
+    ran = run_plan(tiny_preset, out, ("evaluate.batch_size=16",), only=["distill", "evaluate"])
+    assert json.loads((out / "plan" / "teacher.json").read_text())["epoch"] == epoch
+    assert "choose-teacher" in ran and not {r for r in ran if r.startswith(("train-", "distill-"))}
+    assert {r for r in ran if r.startswith("eval-")} == {r for r in plan.stages if r.startswith("eval-")}

@@ -1,0 +1,174 @@
+"""Reproduce presets and overrides: every bad one is a one-line error before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from plan_helpers import TINY
+
+from logitscope.cli import main
+from logitscope.config import ConfigError
+from logitscope.plan.graph import build_plan, reproduce, resolve_preset, validate_plan_inputs
+from logitscope.plan.preset import SECTIONS, apply_preset_overrides, load_preset, preset_names
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> str:
+    """Run ``logitscope reproduce --out OUT ARGS``: expect exit 2, one stderr line, no output folder."""
+    rc = main(["reproduce", "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("logitscope: error: "), err
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    return lines[0]
+
+
+def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
+    assert preset_names() == ["cifar10-paper", "cifar10-quick", "cifar100-paper", "digits"]
+    for name in preset_names():
+        preset = load_preset(name)
+        assert tuple(preset) == SECTIONS, name
+        plan = build_plan(preset, tmp_path)
+        n_seeds = len(preset["seeds"])
+        n_sweep = len(preset["distill"]["sweep_seeds"]) * len(preset["teacher"]["epochs"]) * 2  # L1 and KL
+        kinds = [s.kind for s in plan.stages.values()]
+        # before the teacher choice: ST and AT runs and their evaluations, the sweep and its
+        # evaluations, the choice, the logit analyses and the theory
+        assert kinds.count("train") == 2 * n_seeds, name
+        assert kinds.count("distill") == n_sweep, name
+        assert kinds.count("evaluate") == 2 * n_seeds + n_sweep, name
+        assert len(kinds) == 4 * n_seeds + 2 * n_sweep + 3, name
+        assert plan.pending and plan.waits_on == {"choose-teacher": ("distill", "evaluate", "manifolds", "report")}
+        # a kind whose stages appear after the teacher choice: the choice and what it needs
+        sweep = {n for n in plan.stages if "-sweep-" in n}
+        teachers = {f"train-at-s{s}" for s in preset["distill"]["sweep_seeds"]}
+        assert {s.name for s in plan.select(["report"])} == {"choose-teacher", *teachers, *sweep}, name
+    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 8 + 3
+    assert not (tmp_path / "plan").exists()  # building a plan writes nothing
+
+
+def test_yaml_file_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert load_preset(str(path)) == TINY
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump({**TINY, "extra": 1}))
+    with pytest.raises(ConfigError, match="unknown section 'extra'"):
+        load_preset(str(tmp_path / "bad.yml"))
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "theory"}))
+    with pytest.raises(ConfigError, match="missing section 'theory'"):
+        load_preset(str(tmp_path / "short.yaml"))
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_preset(str(tmp_path / "list.yaml"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_preset(str(tmp_path / "missing.yaml"))
+
+
+def test_overrides_are_typed_by_the_preset():
+    p = apply_preset_overrides(
+        TINY,
+        [
+            "train.epochs=7",
+            "evaluate.eps=8/255",
+            "seeds=[3, 4]",
+            "teacher.fixed_epoch=2",
+            "evaluate.n=null",
+            "train.set.optim.lr=0.1",
+            "distill.set.distill.bn_mode=batch",
+        ],
+    )
+    assert p["train"]["epochs"] == 7 and p["evaluate"]["eps"] == pytest.approx(8 / 255)
+    assert p["seeds"] == [3, 4] and p["teacher"]["fixed_epoch"] == 2 and p["evaluate"]["n"] is None
+    assert p["train"]["set"]["optim.lr"] == "0.1"  # parsed to the RunConfig field's type later
+    assert p["distill"]["set"] == {"distill.bn_mode": "batch"}
+    assert TINY["train"]["epochs"] == 2 and "optim.lr" not in TINY["train"]["set"]  # a copy
+
+
+def test_set_keys_reach_the_run_configs_and_their_keys(tmp_path):
+    base = build_plan(TINY, tmp_path)
+    lr = build_plan(resolve_preset_dict(["train.set.optim.lr=0.1"]), tmp_path)
+    for name in ("train-st-s0", "train-at-s0", *[n for n in base.stages if n.startswith("distill-")]):
+        assert lr.stages[name].params["config"]["optim"]["lr"] == 0.1, name
+        assert lr.stages[name].key != base.stages[name].key, name
+    assert base.stages["train-at-s0"].params["config"]["optim"]["lr"] == 0.05
+    # an evaluation setting leaves every training stage's key alone
+    ev = build_plan(resolve_preset_dict(["evaluate.n_iter=7"]), tmp_path)
+    for name, stage in base.stages.items():
+        changed = ev.stages[name].key != stage.key
+        assert changed == (stage.kind in ("evaluate", "choose", "analyze")), name
+    # the sweep students take distill.set; ST and AT do not
+    bn = build_plan(resolve_preset_dict(["distill.set.distill.bn_mode=batch"]), tmp_path)
+    assert bn.stages["distill-sweep-e1-l1-s0"].params["config"]["distill"]["bn_mode"] == "batch"
+    assert bn.stages["train-at-s0"].key == base.stages["train-at-s0"].key
+
+
+def resolve_preset_dict(overrides: list[str]) -> dict:
+    return apply_preset_overrides(TINY, overrides)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.epoch=3"], "unknown key 'train.epoch': train has checkpoint_epochs, epochs, preset, set"),
+        (["--set", "bogus=1"], "unknown key 'bogus'"),
+        (["--set", "train.epochs=abc"], "train.epochs='abc': expected an integer"),
+        (["--set", "seeds=3"], "seeds='3': expected a list"),
+        (["--set", "evaluate.eps=big"], "evaluate.eps='big': expected a number"),
+        (["--set", "teacher.fixed_epoch"], "expected KEY=VALUE"),
+        (["--set", "train.set.optim.lr=abc"], "optim.lr='abc': expected a number"),
+        (["--set", "train.set.optim.bogus=1"], "unknown key 'optim.bogus'"),
+        (["--set", "distill.set.distill.loss=l3"], "distill.loss='l3': expected l1, kl or mse"),
+        (["--set", "seeds=[]"], "seeds=[]: expected at least one seed"),
+        (["--set", "distill.sweep_seeds=[5]"], "distill.sweep_seeds has 5"),
+        (["--set", "distill.ks=[0]"], "k=0: expected an integer >= 1"),
+        (["--set", "distill.ks=[1, 11]"], "distill.ks has 11: expected k <= 10"),
+        (["--set", "evaluate.n_iter=0"], "n_iter=0: expected a positive integer"),
+        (["--set", "evaluate.n=0"], "evaluate.n=0"),
+        (["--set", "teacher.epochs=[0, 2]"], "teacher.epochs has 0"),
+        (["--set", "teacher.fixed_epoch=5"], "teacher.fixed_epoch=5: expected one of teacher.epochs"),
+        (["--preset", "nope"], "unknown preset 'nope': expected one of cifar10-paper"),
+        (["--preset", "/nonexistent/mine.yaml"], "preset file /nonexistent/mine.yaml does not exist"),
+        (["--only", "bogus"], "--only 'bogus': expected one of train"),
+        (["--executor", "slurm"], "unknown executor 'slurm'"),
+        (["--address", "ray://head:10001"], "--address is for --executor ray"),
+        (["--preset", "cifar10-quick"], "cifar10 needs --data-dir"),
+        (["--preset", "cifar10-quick", "--data-dir", "/nonexistent"], "data folder /nonexistent does not exist"),
+        (["--preset", "cifar100-paper", "--data-dir", "/nonexistent", "--dry-run"], "/nonexistent does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_work(tmp_path, tiny_preset, capsys, args, message):
+    if "--preset" not in args:
+        args = ["--preset", str(tiny_preset), *args]
+    line = cli_error(capsys, tmp_path / "out", *args)
+    assert message in line
+
+
+def test_bad_input_raises_from_python_too(tmp_path, tiny_preset):
+    with pytest.raises(ConfigError, match="expected an integer"):
+        reproduce(str(tiny_preset), tmp_path / "out", overrides=["train.epochs=2.5"])
+    with pytest.raises(FileNotFoundError, match="/nonexistent"):
+        reproduce("cifar10-paper", tmp_path / "out", data_dir="/nonexistent")
+    with pytest.raises(ValueError, match="--only 'evaluation'"):
+        validate_plan_inputs(resolve_preset(str(tiny_preset), [], None), None, tmp_path / "out", ["evaluation"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path, tiny_preset, capsys):
+    out = tmp_path / "out"
+    assert main(["reproduce", "--preset", str(tiny_preset), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert not out.exists()
+    states = {line.split()[2]: line.split()[0] for line in lines if line.split()[0] in ("done", "ready", "waiting")}
+    assert {n for n, state in states.items() if state == "ready"} == {"train-st-s0", "train-at-s0"}
+    assert states["eval-train-at-s0-e2"] == states["distill-sweep-e2-kl-s0"] == states["choose-teacher"] == "waiting"
+    assert len(states) == 15
+    assert lines[-2].startswith("pending  students")
+    assert lines[-1] == "0/15 stages done; 1 group(s) pending"
+    # --only shows the part of the plan it would run
+    assert main(["reproduce", "--preset", str(tiny_preset), "--out", str(out), "--dry-run", "--only", "train"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[2] for line in lines[:-1]] == ["train-st-s0", "train-at-s0"]
+    assert lines[-1] == "0/2 stages done"
+    assert not out.exists()
