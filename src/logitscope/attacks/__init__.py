@@ -1,0 +1,10 @@
+"""Attacks: PGD/FGSM (training and baselines), APGD (CE, DLR, targeted DLR), ODI-PGD, and the
+paper's robustness protocol (APGD-CE then APGD-DLR) with per-sample records."""
+
+from logitscope.attacks.apgd import AttackResult, apgd
+from logitscope.attacks.odi import odi_pgd
+from logitscope.attacks.pgd import fgsm, pgd
+from logitscope.attacks.protocol import Protocol, ProtocolConfig, ProtocolResult, evaluate_model
+
+__all__ = ["AttackResult", "Protocol", "ProtocolConfig", "ProtocolResult", "apgd", "evaluate_model", "fgsm",
+           "odi_pgd", "pgd"]
