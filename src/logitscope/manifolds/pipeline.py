@@ -21,7 +21,9 @@ from logitscope.store.runs import Run
 log = logging.getLogger(__name__)
 
 
-def layer_geometry(acts: dict[str, np.ndarray], n_t: int, seed: int, simulate: bool) -> dict[str, dict[str, Any]]:
+def layer_geometry(
+    acts: dict[str, np.ndarray], n_t: int, seed: int, simulate: bool, n_dichotomies: int = 50
+) -> dict[str, dict[str, Any]]:
     """MFTMA (and simulated capacity) of every layer whose width exceeds the points per ball."""
     from logitscope.manifolds import mftma, simulated_capacity
 
@@ -42,7 +44,7 @@ def layer_geometry(acts: dict[str, np.ndarray], n_t: int, seed: int, simulate: b
             "features": n,
         }
         if simulate:
-            row["simulated_capacity"] = float(simulated_capacity(x, seed=seed).capacity)
+            row["simulated_capacity"] = float(simulated_capacity(x, n_dichotomies=n_dichotomies, seed=seed).capacity)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         out[name] = row
     return out
@@ -58,6 +60,7 @@ def analyze_models(
     out_dir: str | os.PathLike = "manifolds",
     kind: str = "adversarial",
     simulate: bool = True,
+    n_dichotomies: int = 50,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def analyze_models(
         results[label] = {
             "run": run.dir.name,
             "epoch": run.resolve_epoch(epoch),
-            "layers": layer_geometry(acts, n_t, seed, simulate),
+            "layers": layer_geometry(acts, n_t, seed, simulate, n_dichotomies),
         }
         log.info(
             "manifolds %s: %s",

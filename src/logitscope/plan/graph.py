@@ -315,6 +315,8 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
                     "m": mf["m"],
                     "n_t": mf["n_t"],
                     "max_features": mf["max_features"],
+                    "simulate": mf.get("simulate", True),
+                    "n_dichotomies": mf.get("n_dichotomies", 50),
                 },
                 tuple(n for _, _, n in models.values()),
                 gpu=True,

@@ -117,13 +117,29 @@ def analyze_stage(out: Path, st: list[str], at: list[str], epoch: int | None) ->
 
 
 def manifolds_stage(
-    out: Path, models: dict[str, dict[str, Any]], eps: float, p: int, m: int, n_t: int, max_features: int
+    out: Path,
+    models: dict[str, dict[str, Any]],
+    eps: float,
+    p: int,
+    m: int,
+    n_t: int,
+    max_features: int,
+    simulate: bool = True,
+    n_dichotomies: int = 50,
 ) -> dict[str, Any]:
     from logitscope.manifolds.pipeline import analyze_models
 
     runs = {label: (runs_dir(out) / v["run_id"], v["epoch"]) for label, v in models.items()}
     result = analyze_models(
-        runs, eps=eps, n_manifolds=p, n_points=m, n_t=n_t, max_features=max_features, out_dir=Path(out) / "manifolds"
+        runs,
+        eps=eps,
+        n_manifolds=p,
+        n_points=m,
+        n_t=n_t,
+        max_features=max_features,
+        out_dir=Path(out) / "manifolds",
+        simulate=simulate,
+        n_dichotomies=n_dichotomies,
     )
     return {"figures": sorted(result.get("figures", {}))}
 

@@ -437,7 +437,17 @@ def build_report(
             [],
             [
                 _fig(mdir, "fig5", "fig5", "Figure 5: capacity, radius, dimension, centre correlation by layer", ""),
-                _fig(mdir, "figA8", "figA8", "Figure A.8: MFTMA capacity against simulated capacity", ""),
+                _fig(
+                    mdir,
+                    "figA8",
+                    "figA8",
+                    "Figure A.8: MFTMA capacity against simulated capacity",
+                    "",
+                    {
+                        "figA8": "simulated capacity is off in this preset (manifolds.simulate=false): it costs "
+                        "minutes per layer on a CPU; set --set manifolds.simulate=true"
+                    },
+                ),
             ],
             [],
         )
