@@ -174,6 +174,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         only=args.only,
         executor=args.executor,
         address=args.address,
+        jobs=args.jobs,
     )
 
 
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--executor", default="local", help="local | ray")
     rp.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    rp.add_argument("--jobs", type=int, help="local worker processes (default: CPU cores without CUDA, else 1)")
     rp.set_defaults(func=cmd_reproduce)
 
     rep = sub.add_parser("report", help="rebuild the report from the stores alone")

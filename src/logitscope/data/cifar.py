@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from logitscope.data.base import Dataset, empty_like, holdout_per_class
+from logitscope.data.base import Dataset, holdout_per_class
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,6 @@ def load_cifar(
     class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[spec.names_key])
     per_class = spec.val_per_class if val_per_class is None else val_per_class
     x_train, y_train, x_val, y_val = holdout_per_class(x_train, y_train, per_class, split_seed)
-    if not len(y_val):
-        x_val, y_val = empty_like(x_train)
     return Dataset(
         name=name,
         x_train=x_train,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from logitscope.data.base import Dataset, empty_like, holdout_per_class
+from logitscope.data.base import Dataset, holdout_per_class
 
 N_TEST = 397
 
@@ -27,8 +27,6 @@ def load_digits_dataset(split_seed: int = 0, val_per_class: int = 0) -> Dataset:
     idx_test.sort()
     xt, yt = torch.from_numpy(x[idx_train]), torch.from_numpy(y[idx_train])
     xt, yt, xv, yv = holdout_per_class(xt, yt, val_per_class, split_seed)
-    if not len(yv):
-        xv, yv = empty_like(xt)
     return Dataset(
         name="digits",
         x_train=xt,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from logitscope.data.base import Dataset, empty_like, holdout_per_class
+from logitscope.data.base import Dataset, holdout_per_class
 
 FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -62,8 +62,6 @@ def load_idx(
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
     n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
     x_train, y_train, x_val, y_val = holdout_per_class(x_train, y_train, val_per_class, split_seed)
-    if not len(y_val):
-        x_val, y_val = empty_like(x_train)
     return Dataset(
         name=name,
         x_train=x_train,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from logitscope.data.base import Dataset, empty_like, holdout_per_class, to_uint8_nchw
+from logitscope.data.base import Dataset, holdout_per_class, to_uint8_nchw
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
@@ -50,8 +50,6 @@ def load_npz(
         x_val, y_val = parts["val"]
     else:
         x_train, y_train, x_val, y_val = holdout_per_class(x_train, y_train, val_per_class, split_seed)
-        if not len(y_val):
-            x_val, y_val = empty_like(x_train)
     return Dataset(
         name=name,
         x_train=x_train,

@@ -17,15 +17,66 @@ log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    """Stages one after another, in dependency order, in this process."""
+    """Stages on this machine: one after another in this process (``jobs=1``), or as a pool of
+    ``jobs`` worker processes that each take the next ready stage as soon as they are free
+    (each with ``cores // jobs`` torch threads; CPU results depend on the thread count)."""
+
+    def __init__(self, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ValueError(f"--jobs {jobs}: expected at least 1 worker")
+        self.jobs = jobs
+        self._pool: Any = None
+        self._inflight: dict[str, tuple[Any, Stage, float]] = {}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._inflight)
 
     def run(self, plan: Plan, ready: list[Stage]) -> int:
-        for i, stage in enumerate(ready, 1):
-            log.info("[%d/%d] %s", i, len(ready), stage.name)
-            t0 = time.perf_counter()
-            result = run_stage(str(plan.out), stage.fn, stage.params)
-            mark_done(plan, stage, result, time.perf_counter() - t0)
-        return len(ready)
+        if self.jobs == 1:
+            for i, stage in enumerate(ready, 1):
+                log.info("[%d/%d] %s", i, len(ready), stage.name)
+                t0 = time.perf_counter()
+                result = run_stage(str(plan.out), stage.fn, stage.params)
+                mark_done(plan, stage, result, time.perf_counter() - t0)
+            return len(ready)
+        return self._run_pool(plan, ready)
+
+    def _run_pool(self, plan: Plan, ready: list[Stage]) -> int:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        import os
+
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"))
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        for stage in ready:
+            if stage.name not in self._inflight:
+                log.info("start %s", stage.name)
+                fut = self._pool.submit(run_stage, str(plan.out.resolve()), stage.fn, stage.params, threads)
+                self._inflight[stage.name] = (fut, stage, time.perf_counter())
+        done, _ = cf.wait([f for f, _, _ in self._inflight.values()], return_when=cf.FIRST_COMPLETED)
+        finished = [name for name, (f, _, _) in self._inflight.items() if f in done]
+        failed: BaseException | None = None
+        for name in finished:
+            fut, stage, t0 = self._inflight.pop(name)
+            try:
+                mark_done(plan, stage, fut.result(), time.perf_counter() - t0)
+                log.info("done %s (%.1f s)", name, time.perf_counter() - t0)
+            except BaseException as exc:  # noqa: BLE001 - re-raised once the others are recorded
+                failed = failed or exc
+        if failed is not None:
+            for f, _, _ in self._inflight.values():
+                f.cancel()
+            self.shutdown()
+            raise failed
+        return len(finished)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._inflight.clear()
 
 
 class RayExecutor:
@@ -73,11 +124,11 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-def make_executor(name: str, address: str | None = None) -> LocalExecutor | RayExecutor:
+def make_executor(name: str, address: str | None = None, jobs: int = 1) -> LocalExecutor | RayExecutor:
     if name == "local":
         if address:
             raise ValueError("--address is for --executor ray")
-        return LocalExecutor()
+        return LocalExecutor(jobs)
     if name == "ray":
         return RayExecutor(address)
     raise ValueError(f"unknown executor {name!r}: expected local or ray")

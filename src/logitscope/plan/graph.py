@@ -374,7 +374,7 @@ def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> int:
         if not todo:
             return ran
         ready = [s for s in todo if all(plan.is_done(d) for d in s.deps)]
-        if not ready:
+        if not ready and not getattr(executor, "busy", False):
             raise RuntimeError(f"no stage can run: {todo[0].name} waits on {todo[0].deps}")
         ran += executor.run(plan, ready)
 
@@ -443,14 +443,24 @@ def reproduce(
     only: list[str] | None = None,
     executor: str = "local",
     address: str | None = None,
+    jobs: int | None = None,
 ) -> int:
-    """``logitscope reproduce``: build the plan, print it (dry run) or run what is not done."""
+    """``logitscope reproduce``: build the plan, print it (dry run) or run what is not done.
+
+    ``jobs``: local worker processes (default: the CPU cores on a machine without CUDA, else 1).
+    """
     from logitscope.plan.executors import make_executor
 
     resolved = resolve_preset(preset, overrides or [], data_dir)
     out = Path(out)
     validate_plan_inputs(resolved, data_dir, out, only)
-    exe = make_executor(executor, address)  # fail on a missing Ray before any work
+    if jobs is None:
+        import os
+
+        import torch
+
+        jobs = 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+    exe = make_executor(executor, address, jobs)  # fail on a missing Ray before any work
 
     def plan_fn() -> Plan:
         return build_plan(resolved, out, data_dir)
@@ -461,7 +471,11 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "plan" / "preset.json", {"preset": resolved, "data_dir": data_dir})
     t0 = time.perf_counter()
-    ran = execute(plan_fn, only, exe)
+    try:
+        ran = execute(plan_fn, only, exe)
+    finally:
+        if hasattr(exe, "shutdown") and executor == "local":
+            exe.shutdown()
     log.info(
         "reproduce: %d stage(s) run in %.1f s; report at %s",
         ran,
