@@ -11,15 +11,15 @@ S = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
 T = torch.tensor([[2.0, 0.0, 3.0], [1.0, -1.0, 0.5]])
 
 
-def test_l1_is_the_default_and_sums_classes_then_averages_samples():
-    # row 0: |1-2| + |2-0| + 0 = 3; row 1: 1 + 1 + 0.5 = 2.5
-    assert distill_loss(S, T).item() == pytest.approx(2.75)
-    assert distill_loss(S, T, "l1").item() == pytest.approx(2.75)
+def test_l1_is_the_default_and_averages_every_logit():
+    # row 0: |1-2| + |2-0| + 0 = 3; row 1: 1 + 1 + 0.5 = 2.5; over 2 x 3 logits
+    assert distill_loss(S, T).item() == pytest.approx(5.5 / 6)
+    assert distill_loss(S, T, "l1").item() == pytest.approx(5.5 / 6)
 
 
 def test_mse_by_hand():
     # row 0: 1 + 4 + 0 = 5; row 1: 1 + 1 + 0.25 = 2.25
-    assert distill_loss(S, T, "mse").item() == pytest.approx(3.625)
+    assert distill_loss(S, T, "mse").item() == pytest.approx(7.25 / 6)
 
 
 def _kl_by_hand(s_row, t_row, temp):
@@ -49,15 +49,15 @@ def test_zero_when_the_student_matches():
 def test_kl_ignores_a_per_row_shift_of_the_logits_l1_does_not():
     shifted = T + torch.tensor([[5.0], [-2.0]])
     assert distill_loss(shifted, T, "kl").item() == pytest.approx(0.0, abs=1e-6)
-    assert distill_loss(shifted, T, "l1").item() == pytest.approx((15 + 6) / 2)
+    assert distill_loss(shifted, T, "l1").item() == pytest.approx((15 + 6) / 6)
 
 
 def test_gradients_reach_the_student_only():
     s = S.clone().requires_grad_()
     t = T.clone().requires_grad_()
     distill_loss(s, t, "l1").backward()
-    # d/ds mean_b sum_c |s - t| = sign(s - t) / B
-    torch.testing.assert_close(s.grad, torch.sign(S - T) / 2)
+    # d/ds mean_{b,c} |s - t| = sign(s - t) / (B C)
+    torch.testing.assert_close(s.grad, torch.sign(S - T) / 6)
     assert t.grad is None
 
 

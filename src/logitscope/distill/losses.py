@@ -1,8 +1,10 @@
 """Distillation losses between a student's logits and fixed teacher targets.
 
 The paper distills logits with an L1 loss (appendix A.3, figure A.7): it transfers more
-robustness than KL divergence on softmax outputs and needs no temperature. Every kind is a
-per-sample sum over classes, averaged over the batch, so the three are on the same scale.
+robustness than KL divergence on softmax outputs and needs no temperature. L1 and MSE average
+over every logit (batch and classes, as ``F.l1_loss`` does): summing over classes instead
+multiplies the gradient by C and, at the learning rates of the ST recipe, makes students
+collapse to a constant prediction. KL is averaged over the batch and scaled by T^2.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ def distill_loss(
     Args:
         student_logits: (B, C) the student's logits (gradients flow through these).
         target_logits: (B, C) the teacher's target logits (treated as constants).
-        kind: "l1": ``sum_c |s_c - t_c|``; "mse": ``sum_c (s_c - t_c)^2``; "kl":
+        kind: "l1": ``mean_{b,c} |s - t|``; "mse": ``mean_{b,c} (s - t)^2``; "kl":
             ``T^2 * KL(softmax(t/T) || softmax(s/T))`` (Hinton et al., 2015: the T^2 keeps the
             gradient scale independent of T).
         temperature: T > 0, for "kl" only (must stay 1 for "l1" and "mse").
 
     Returns:
-        A 0-dim tensor: the per-sample loss averaged over the B samples.
+        A 0-dim tensor.
     """
     if kind not in LOSS_KINDS:
         raise ValueError(f"distill loss kind={kind!r}: expected one of {', '.join(LOSS_KINDS)}")
@@ -45,9 +47,9 @@ def distill_loss(
         raise ValueError(f"temperature={temperature} with kind={kind!r}: only 'kl' uses one")
     target = target_logits.detach().to(student_logits.dtype)
     if kind == "l1":
-        return (student_logits - target).abs().sum(dim=1).mean()
+        return F.l1_loss(student_logits, target)
     if kind == "mse":
-        return (student_logits - target).square().sum(dim=1).mean()
+        return F.mse_loss(student_logits, target)
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     log_p_teacher = F.log_softmax(target / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)

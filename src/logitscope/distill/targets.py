@@ -94,10 +94,7 @@ def teacher_targets(
         ):
             for p in range(K):
                 order_gen, aug_gen = _pass_generators(seed, p, device)
-                if bn_mode == "batch":
-                    order = torch.randperm(n, generator=order_gen)
-                else:
-                    order = torch.arange(n)
+                order = torch.randperm(n, generator=order_gen) if bn_mode == "batch" else torch.arange(n)
                 for idx in order.tensor_split(n_batches):
                     xb = augment(x[idx.to(x.device)].to(device), aug_gen)
                     logits = model(xb.float().div_(255)).double().cpu()

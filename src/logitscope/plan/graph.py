@@ -113,6 +113,10 @@ def run_stage(out: str, fn: str, params: dict[str, Any], threads: int | None = N
     """
     import importlib
 
+    if not logging.getLogger().handlers:  # a fresh worker process: log like the CLI does
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
     if threads is not None:
         import torch
 

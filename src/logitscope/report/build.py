@@ -79,10 +79,14 @@ def _claim(cid: str, statement: str, statistic: str, holds: bool | None, detail:
 
 
 def _fmt(v: Any) -> str:
+    """Compact text for a measured value: numbers, {"mean", "sd"} pairs, nested groups."""
     if isinstance(v, float):
         return f"{v:.3g}"
     if isinstance(v, dict):
-        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items() if not isinstance(x, (list, dict)) or len(str(x)) < 60)
+        if "mean" in v and not isinstance(v["mean"], (dict, list)):
+            return f"{_fmt(v['mean'])} ± {_fmt(v.get('sd', float('nan')))}"
+        parts = [f"{k}: {_fmt(x)}" for k, x in v.items() if not isinstance(x, list)]
+        return ", ".join(parts)
     return str(v)
 
 
