@@ -163,6 +163,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from logitscope.plan.executors import default_jobs
     from logitscope.plan.graph import reproduce
 
     return reproduce(
@@ -174,7 +175,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         only=args.only,
         executor=args.executor,
         address=args.address,
-        jobs=args.jobs,
+        jobs=args.jobs or default_jobs(),
     )
 
 

@@ -65,6 +65,7 @@ class RecordingExecutor(LocalExecutor):
     """The local executor, remembering the names of the stages it ran, in order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.names: list[str] = []
 
     def run(self, plan: Plan, ready: list[Stage]) -> int:

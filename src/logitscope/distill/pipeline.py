@@ -22,6 +22,7 @@ from logitscope.config import RunConfig, apply_overrides
 from logitscope.data import Augment, Dataset
 from logitscope.distill.targets import TargetProvenance, teacher_targets
 from logitscope.distill.transforms import TransformSpec, apply_transform, parse_transform
+from logitscope.store import checkpoints
 from logitscope.store.atomic import atomic_save_npy, atomic_write_json
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
@@ -58,7 +59,11 @@ def distill_config(
             "distill.hybrid_order": str(Path(hybrid_order).resolve()) if hybrid_order else None,
         },
     )
-    transform_spec(transform, k)  # refuse unknown names and bad k early
+    spec = transform_spec(transform, k)  # refuse unknown names early
+    epoch = teacher_run.resolve_epoch(teacher_epoch)
+    n_classes = checkpoints.load(checkpoints.checkpoint_path(teacher_run.dir, epoch))["model_spec"]["n_classes"]
+    if spec.name == "fix-k" and not 1 <= k <= n_classes:
+        raise ValueError(f"k={k}: expected 1..{n_classes}, the teacher's number of classes")
     return cfg
 
 

@@ -124,6 +124,15 @@ class RayExecutor:
         self.ray.shutdown()
 
 
+def default_jobs() -> int:
+    """Local worker processes by default: one per CPU core without CUDA, else one."""
+    import os
+
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
 def make_executor(name: str, address: str | None = None, jobs: int = 1) -> LocalExecutor | RayExecutor:
     if name == "local":
         if address:

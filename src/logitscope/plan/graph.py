@@ -447,23 +447,17 @@ def reproduce(
     only: list[str] | None = None,
     executor: str = "local",
     address: str | None = None,
-    jobs: int | None = None,
+    jobs: int = 1,
 ) -> int:
     """``logitscope reproduce``: build the plan, print it (dry run) or run what is not done.
 
-    ``jobs``: local worker processes (default: the CPU cores on a machine without CUDA, else 1).
+    ``jobs``: local worker processes (1: stages run in this process).
     """
     from logitscope.plan.executors import make_executor
 
     resolved = resolve_preset(preset, overrides or [], data_dir)
     out = Path(out)
     validate_plan_inputs(resolved, data_dir, out, only)
-    if jobs is None:
-        import os
-
-        import torch
-
-        jobs = 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
     exe = make_executor(executor, address, jobs)  # fail on a missing Ray before any work
 
     def plan_fn() -> Plan:
