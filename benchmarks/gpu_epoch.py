@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -100,7 +101,7 @@ def reference_epoch(x: torch.Tensor, y: torch.Tensor, method: str, device: torch
         PerImageDataset(x.numpy(), y.numpy()),
         batch_size=128,
         shuffle=True,
-        num_workers=4,
+        num_workers=min(4, os.cpu_count() or 1),
         pin_memory=device.type == "cuda",
     )
     eps, step = 8 / 255, 2 / 255
