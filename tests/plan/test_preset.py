@@ -172,3 +172,28 @@ def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path, tiny_preset, caps
     assert [line.split()[2] for line in lines[:-1]] == ["train-st-s0", "train-at-s0"]
     assert lines[-1] == "0/2 stages done"
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "section,key,value,expected",
+    [
+        ("evaluate", "n_iter", "abc", "expected a number"),
+        ("distill", "ks", 3, "expected a list"),
+        ("manifolds", "simulate", "yes", "expected true or false"),
+    ],
+)
+def test_yaml_file_values_are_type_checked(tmp_path, section, key, value, expected):
+    import yaml
+
+    from logitscope.config import ConfigError
+    from logitscope.plan.preset import load_preset
+
+    preset = load_preset("digits")
+    preset[section][key] = value
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    with pytest.raises(ConfigError, match=f"{section}.{key}=.*{expected}"):
+        load_preset(str(path))
+    preset[section][key] = load_preset("digits")[section][key]
+    path.write_text(yaml.safe_dump(preset))
+    assert load_preset(str(path))[section][key] == load_preset("digits")[section][key]

@@ -44,7 +44,37 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     missing = [s for s in SECTIONS if s not in preset]
     if missing:
         raise ConfigError(f"preset {name_or_path}: missing section {missing[0]!r}")
+    if name_or_path != "digits":
+        _check_types(preset, load_preset("digits"), name_or_path)
     return preset
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true or false"
+    if isinstance(v, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(v), type(v).__name__)
+
+
+def _check_types(preset: dict[str, Any], schema: dict[str, Any], where: str, prefix: str = "") -> None:
+    """Every value of a preset file has the kind of the built-in digits preset's value (a YAML
+    file is checked as strictly as a ``--set`` override); ``set`` mappings are RunConfig keys,
+    checked when the run configs are built."""
+    for key, ref in schema.items():
+        if key not in preset or key == "set":
+            continue
+        value, path = preset[key], f"{prefix}{key}"
+        if isinstance(ref, dict) and isinstance(value, dict):
+            _check_types(value, ref, where, f"{path}.")
+            continue
+        nullable = path in NULLABLE
+        if value is None and nullable:
+            continue
+        expected = NULLABLE.get(path, ref) if ref is None else ref
+        if expected is None or _kind(value) == _kind(expected):
+            continue
+        raise ConfigError(f"preset {where}: {path}={value!r}: expected {_kind(expected)}")
 
 
 def _typed(value: str, current: Any, key: str) -> Any:
