@@ -43,6 +43,7 @@ def distill_config(
 ) -> RunConfig:
     """A student config: ``base`` (data, model, schedule) with method distill and its teacher."""
     teacher_run = Run(teacher)
+    epoch = teacher_run.resolve_epoch(teacher_epoch)
     if hybrid_order is None and transform == "hybrid":
         raise ValueError("transform hybrid needs --hybrid-order: the ST teacher run whose class order it uses")
     cfg = apply_overrides(
@@ -50,7 +51,7 @@ def distill_config(
         {
             "method": "distill",
             "distill.teacher": str(teacher_run.dir.resolve()),
-            "distill.teacher_epoch": teacher_run.resolve_epoch(teacher_epoch),
+            "distill.teacher_epoch": epoch,
             "distill.transform": transform,
             "distill.k": k,
             "distill.loss": loss,
@@ -60,7 +61,6 @@ def distill_config(
         },
     )
     spec = transform_spec(transform, k)  # refuse unknown names early
-    epoch = teacher_run.resolve_epoch(teacher_epoch)
     n_classes = checkpoints.load(checkpoints.checkpoint_path(teacher_run.dir, epoch))["model_spec"]["n_classes"]
     if spec.name == "fix-k" and not 1 <= k <= n_classes:
         raise ValueError(f"k={k}: expected 1..{n_classes}, the teacher's number of classes")

@@ -201,7 +201,11 @@ def train(
     x_train = data.x_train.to(device)
     y_train = data.y_train.to(device)
     augment = Augment(cfg.data.augment_pad, cfg.data.augment_flip)
+    if not dist.is_main:
+        dist.barrier()  # rank 0 computes and caches distillation targets first; the others read them
     objective = build_objective(cfg, run, data, device)
+    if dist.is_main:
+        dist.barrier()
     mon_idx = monitor_subset(len(data.y_test), cfg.monitor.pgd_n)
     x_mon, y_mon = data.x_test[mon_idx], data.y_test[mon_idx]
     n, bs = len(y_train), cfg.optim.batch_size
