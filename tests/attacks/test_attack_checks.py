@@ -67,6 +67,32 @@ def test_randomized_model_is_refused_unless_allowed(caplog):
     assert "randomized" in caplog.text
 
 
+class NaNOnSome(nn.Module):
+    """A diverged model: NaN logits on the images whose first pixel is above a threshold."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        bad = x.flatten(1)[:, 0] > 0.5
+        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+
+def test_nan_outputs_are_reported_as_such_never_as_randomness():
+    base = mlp()
+    x, y = prototype_data(base, 30)
+    flat = x.clone().view(len(x), -1)
+    flat[:, 0] = 0.0
+    flat[:7, 0] = 1.0  # 7 of 30 images give NaN logits: counted, not called "randomized"
+    # the determinism probe sees the first 16 images, 7 of them NaN
+    with pytest.raises(ValueError, match=r"^model outputs NaN/inf on 7 of 16 images") as err:
+        run(NaNOnSome(base).eval(), flat.view_as(x), y, eps=0.03, n_iter=5)
+    assert "randomized" not in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_probabilities_are_refused():
     base = mlp()
     x, y = prototype_data(base, 20)

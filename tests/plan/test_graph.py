@@ -55,14 +55,18 @@ class WaveExecutor(RecordingExecutor):
         super().__init__()
         self.waves: list[list[str]] = []
 
-    def run(self, plan: Plan, ready: list[Stage]) -> int:
+    def run(self, plan: Plan, ready: list[Stage]) -> dict[str, str | None]:
         self.waves.append([s.name for s in ready])
         return super().run(plan, ready)
 
 
-def run_toy(out: Path, only: list[str] | None = None, **values: int) -> list[list[str]]:
+def run_toy(
+    out: Path, only: list[str] | None = None, failed: dict[str, str] | None = None, **values: int
+) -> list[list[str]]:
+    """The waves the toy plan runs in; the failures must be ``failed`` (default: none)."""
     exe = WaveExecutor()
-    assert execute(lambda: toy_plan(out, **values), only, exe) == len(exe.names)
+    ran, got = execute(lambda: toy_plan(out, **values), only, exe)
+    assert ran == len(exe.names) and got == (failed or {})
     return exe.waves
 
 
@@ -109,15 +113,43 @@ def test_only_runs_the_kinds_asked_for_and_what_they_need(tmp_path):
 
 def test_a_failed_stage_keeps_the_finished_ones(tmp_path):
     FAIL.add("c")
+    blocked = "not run: it depends on c, which failed: RuntimeError: stage c failed (test)"
     try:
-        with pytest.raises(RuntimeError, match="stage c failed"):
-            run_toy(tmp_path)
+        waves = run_toy(tmp_path, failed={"c": "RuntimeError: stage c failed (test)", "d": blocked})
     finally:
         FAIL.clear()
+    assert waves == [["a"], ["b", "c"]]  # b, which does not need c, still ran; d could not
     plan = toy_plan(tmp_path)
     assert [plan.is_done(n) for n in "abcd"] == [True, True, False, False]
-    assert describe(plan, None).splitlines()[2].split()[:3] == ["ready", "evaluate", "c"]
-    assert run_toy(tmp_path) == [["c"], ["d"]]
+    record = plan.failure("c")
+    assert record["error"] == "RuntimeError: stage c failed (test)" and record["blocked_by"] is None
+    assert any("stage c failed (test)" in line for line in record["log_tail"])  # the traceback's last line
+    assert record["log"].endswith("plan/logs/c.log")
+    assert plan.failure("d")["blocked_by"] == "c" and plan.failure("b") is None
+    assert describe(plan, None).splitlines()[2].split()[:3] == ["failed", "evaluate", "c"]
+    assert run_toy(tmp_path) == [["c"], ["d"]]  # a rerun retries exactly what failed
+    assert plan.failure("c") is None and plan.failure("d") is None
+
+
+def test_a_stage_after_failures_runs_on_what_finished_and_reruns_once_they_are_fixed(tmp_path):
+    def plan_with_report() -> Plan:
+        base = toy_plan(tmp_path)
+        params = {"name": "r", "value": 1, "inputs": ("b",)}
+        report = Stage("r", "report", FN, params, ("b", "c", "d"), after_failures=True)
+        return Plan(tmp_path, [*base.stages.values(), report], [])
+
+    FAIL.add("c")
+    try:
+        ran, failed = execute(plan_with_report, None, RecordingExecutor())
+    finally:
+        FAIL.clear()
+    assert ran == 4 and set(failed) == {"c", "d"}  # a, b, c (failed), then r on what finished
+    plan = plan_with_report()
+    assert (tmp_path / "toy" / "r.txt").read_text() == "3"  # r read b's output
+    assert not plan.is_done("r") and json.loads(plan.marker("r").read_text())["partial"] is True
+    exe = RecordingExecutor()
+    assert execute(plan_with_report, None, exe) == (3, {}) and exe.names == ["c", "d", "r"]
+    assert plan_with_report().is_done("r")
 
 
 def test_a_stale_or_broken_marker_is_not_done(tmp_path):
@@ -181,7 +213,7 @@ def test_reproduce_up_to_the_choice_then_a_rerun_does_nothing(chosen_copy, tiny_
     before = marker_times(out)
     assert sorted(before) == sorted(f"{n}.json" for n in CHOOSE)
     teacher = json.loads((out / "plan" / "teacher.json").read_text())
-    assert teacher["epoch"] in (1, 2) and set(teacher["sweep"]) == set(SWEEP)
+    assert teacher["epoch"] in (1, 2) and set(teacher["sweep"]) == set(SWEEP)  # the rule reads L1 students only
     assert all("robust_acc" in v for v in teacher["sweep"].values())
     assert run_plan(tiny_preset, out, only=["choose"]) == []
     assert reproduce(str(tiny_preset), out, only=["choose"]) == 0
@@ -204,7 +236,8 @@ def test_a_changed_distillation_setting_retrains_the_students_only(chosen_copy, 
     ran = run_plan(tiny_preset, chosen_copy, ("distill.epochs=2",), only=["choose"])
     assert ran == [*SWEEP, *[f"eval-{s}-e2" for s in SWEEP], "choose-teacher"]  # students now end at epoch 2
     new = {p.name for p in (chosen_copy / "runs").iterdir()} - runs
-    assert len(new) == 4 and all("-student-sweep-" in n and Run(chosen_copy / "runs" / n).last_epoch == 2 for n in new)
+    assert len(new) == len(SWEEP)
+    assert all("-student-sweep-" in n and Run(chosen_copy / "runs" / n).last_epoch == 2 for n in new)
 
 
 def test_a_killed_plan_continues_to_the_same_results(tmp_path, tiny_preset, chosen, monkeypatch):
@@ -265,7 +298,10 @@ def test_students_follow_the_choice_and_a_rerun_choice_keeps_them(chosen_copy, t
     epoch = json.loads((out / "plan" / "teacher.json").read_text())["epoch"]
     students = [f"distill-{t}-s0" for t in ("normal", "fix1-permute", "fix1-average", "correct-fix1", "hybrid")]
     ran = run_plan(tiny_preset, out, only=["distill", "evaluate"])
+    kl_sweep = [f"distill-sweep-e{e}-kl-s0" for e in (1, 2)]  # figure A.7's, not needed by the choice
     assert set(ran) == {
+        *kl_sweep,
+        *[f"eval-{s}-e1" for s in kl_sweep],
         "train-st-s0",
         "eval-train-st-s0-e2",
         "eval-train-at-s0-e2",

@@ -26,8 +26,8 @@ def test_ray_executor_equals_the_local_one(tmp_path, tiny_preset, chosen, monkey
     try:
         assert ray.cluster_resources()["CPU"] == 2
         preset = resolve_preset(str(tiny_preset), [], None)
-        ran = execute(lambda: build_plan(preset, tmp_path / "ray"), ["choose"], exe)
-        assert ran == len(CHOOSE)
+        ran, failed = execute(lambda: build_plan(preset, tmp_path / "ray"), ["choose"], exe)
+        assert ran == len(CHOOSE) and not failed
         # `reproduce --executor ray` joins the running instance; a rerun runs nothing
         done = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "plan" / "done").iterdir()}
         assert reproduce(str(tiny_preset), Path("ray"), only=["choose"], executor="ray") == 0
@@ -41,8 +41,11 @@ def test_ray_executor_equals_the_local_one(tmp_path, tiny_preset, chosen, monkey
             ],
             [],
         )
-        with pytest.raises(FileNotFoundError, match="missing"):
-            exe.run(failing, list(failing.stages.values()))
+        finished = exe.run(failing, list(failing.stages.values()))
+        assert finished["good"] is None and finished["bad"].startswith("FileNotFoundError: ")
+        assert "missing" in finished["bad"] and "\n" not in finished["bad"]
+        assert failing.failure("bad")["error"] == finished["bad"]
+        assert any("missing" in line for line in failing.failure("bad")["log_tail"])  # the worker's log
         assert [failing.is_done(n) for n in ("bad", "good")] == [False, True]
         assert failing.result("good")["epoch"] == 1
     finally:

@@ -113,7 +113,7 @@ def test_render_writes_page_csvs_claims_and_json(pngs, tmp_path):
     assert data["sections"][0]["tables"][0]["rows"][1][3] == 0.7213456789
     assert data["sections"][1]["tables"][0]["rows"][1][1] is None  # NaN became null
     assert [f["caption"] for s in data["sections"] for f in s["figures"]] == ["caption 0", "caption 1", "caption 2"]
-    assert data["verdicts"] == {"holds": 1, "does not hold": 1, "not measured": 1}
+    assert data["verdicts"] == {"holds": 1, "does not hold": 1, "not measured": 1, "failed": 0}
     assert data["environment"]["threads"] == 2
     assert data["run_configs"]["st-seed0"]["out"] == "runs/st"
 
@@ -187,7 +187,7 @@ def test_claim_from_check_verdicts():
         claim = claim_from_check("a", "s", missing, positive, "{:.1f}", "no runs")
         assert (claim.verdict, claim.statistic, claim.detail) == ("not measured", "—", "no runs")
     claims = [claim_from_check(str(i), "s", v, positive, "{}") for i, v in enumerate([1, 2, -1, None])]
-    assert verdict_counts(claims) == {"holds": 2, "does not hold": 1, "not measured": 1}
+    assert verdict_counts(claims) == {"holds": 2, "does not hold": 1, "not measured": 1, "failed": 0}
 
 
 def test_format_cell():

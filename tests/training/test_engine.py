@@ -103,3 +103,26 @@ def test_bad_config_values():
         run_preset("digits", **{"optim.lrr": 1})
     with pytest.raises(ConfigError, match="epochs='x': expected an integer"):
         run_preset("digits", epochs="x")
+
+
+def test_diverging_run_stops_at_once_and_keeps_its_last_good_epoch(tmp_path, tiny_config):
+    from logitscope.training.engine import TrainingDiverged
+
+    # epoch 1 at the recipe's lr; from epoch 2 the lr is multiplied by 1e9: the loss explodes
+    cfg = tiny_config("st", epochs=3, checkpoint_epochs=[1], **{"optim.milestones": (1,), "optim.gamma": 1e9})
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg, out=tmp_path, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"run {cfg.run_id} diverged at epoch 2: ")
+    assert " at batch " in msg or "non-finite logits" in msg
+    run_dir = tmp_path / cfg.run_id
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["reason"] == msg and meta["last_epoch"] == 1
+    # nothing of the diverged epoch was written: epoch 1's checkpoint, logits and trainer state stay
+    assert LogitStore(run_dir).epochs("train") == [1]
+    assert checkpoints.stored_epochs(run_dir) == [1]
+    last = checkpoints.load(checkpoints.last_path(run_dir))
+    assert last["epoch"] == 1
+    assert all(bool(torch.isfinite(v).all()) for v in last["model"].values())
+    assert np.isfinite(LogitStore(run_dir).get("train", 1)).all()

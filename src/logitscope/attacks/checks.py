@@ -84,8 +84,7 @@ def check_logits(logits: torch.Tensor, y: torch.Tensor) -> None:
     """
     if logits.dim() != 2:
         raise ValueError(f"model output of shape {tuple(logits.shape)}: expected (B, n_classes) logits")
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("model output contains NaN or infinite values: expected finite logits")
+    check_finite_outputs(logits)
     k = logits.shape[1]
     if y.numel() and int(y.max()) >= k:
         raise ValueError(f"label {int(y.max())}: the model has {k} classes (0 to {k - 1})")
@@ -111,6 +110,18 @@ def check_n_classes(n_classes: int, losses: tuple[str, ...]) -> None:
             raise ValueError(f"the {loss.upper()} loss needs at least {need} classes: the model has {n_classes}")
 
 
+def check_finite_outputs(*outputs: torch.Tensor) -> None:
+    """Refuse NaN/inf model outputs, naming them as such (a diverged or corrupt model is not a
+    randomized one: NaN differs from itself, so a comparison of passes would say "random")."""
+    for out in outputs:
+        bad = ~torch.isfinite(out).all(dim=1) if out.dim() == 2 else ~torch.isfinite(out.reshape(len(out), -1)).all(1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"model outputs NaN/inf on {int(bad.sum())} of {len(out)} images: expected finite logits "
+                "(a diverged training run or a damaged checkpoint; retrain or choose another epoch)"
+            )
+
+
 @torch.no_grad()
 def check_deterministic(model: Model, x: torch.Tensor, allow_randomized: bool = False) -> bool:
     """Two forward passes on the same images must agree; else the model is randomized.
@@ -125,6 +136,7 @@ def check_deterministic(model: Model, x: torch.Tensor, allow_randomized: bool = 
         True if the passes agree.
     """
     a, b = model(x).float(), model(x).float()
+    check_finite_outputs(a, b)
     diff = float((a - b).norm(dim=1).div(a.norm(dim=1) + 1e-10).max()) if x.shape[0] else 0.0
     if diff <= RANDOMIZED_RTOL:
         return True

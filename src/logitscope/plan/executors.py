@@ -1,8 +1,11 @@
 """Executors for the reproduce plan: in this process, or as Ray tasks on a cluster.
 
-Both run a wave of ready stages (every dependency done) and write each stage's done marker
-when it returns; the plan is rebuilt between waves. Stages communicate only through files
-under the output folder, so a Ray worker needs that folder on a shared file system.
+Both run a wave of ready stages (every dependency done) and record each stage when it comes
+back: a done marker, or, when it raised, a failure record with its error and the tail of its
+log (``record_outcome``); one stage's failure never stops the others. ``run`` returns the
+stages that came back (name -> error line, None when done); the plan is rebuilt between
+waves. Stages communicate only through files under the output folder, so a Ray worker needs
+that folder on a shared file system.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from logitscope.plan.graph import Plan, Stage, mark_done, run_stage
+from logitscope.plan.graph import Plan, Stage, record_outcome, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +35,26 @@ class LocalExecutor:
     def busy(self) -> bool:
         return bool(self._inflight)
 
-    def run(self, plan: Plan, ready: list[Stage]) -> int:
+    def run(self, plan: Plan, ready: list[Stage]) -> dict[str, str | None]:
         if self.jobs == 1:
+            finished: dict[str, str | None] = {}
             for i, stage in enumerate(ready, 1):
                 log.info("[%d/%d] %s", i, len(ready), stage.name)
                 t0 = time.perf_counter()
-                result = run_stage(str(plan.out), stage.fn, stage.params)
-                mark_done(plan, stage, result, time.perf_counter() - t0)
-            return len(ready)
+                outcome: dict[str, Any] | Exception
+                try:
+                    outcome = run_stage(str(plan.out), stage.fn, stage.params, name=stage.name)
+                except Exception as exc:  # recorded; the other stages still run
+                    outcome = exc
+                finished[stage.name] = record_outcome(plan, stage, outcome, time.perf_counter() - t0)
+            return finished
         return self._run_pool(plan, ready)
 
-    def _run_pool(self, plan: Plan, ready: list[Stage]) -> int:
+    def _run_pool(self, plan: Plan, ready: list[Stage]) -> dict[str, str | None]:
         import concurrent.futures as cf
         import multiprocessing as mp
         import os
+        from concurrent.futures.process import BrokenProcessPool
 
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"))
@@ -53,24 +62,26 @@ class LocalExecutor:
         for stage in ready:
             if stage.name not in self._inflight:
                 log.info("start %s", stage.name)
-                fut = self._pool.submit(run_stage, str(plan.out.resolve()), stage.fn, stage.params, threads)
+                out = str(plan.out.resolve())
+                fut = self._pool.submit(run_stage, out, stage.fn, stage.params, threads, stage.name)
                 self._inflight[stage.name] = (fut, stage, time.perf_counter())
         done, _ = cf.wait([f for f, _, _ in self._inflight.values()], return_when=cf.FIRST_COMPLETED)
-        finished = [name for name, (f, _, _) in self._inflight.items() if f in done]
-        failed: BaseException | None = None
-        for name in finished:
+        finished: dict[str, str | None] = {}
+        broken = False
+        for name in [name for name, (f, _, _) in self._inflight.items() if f in done]:
             fut, stage, t0 = self._inflight.pop(name)
             try:
-                mark_done(plan, stage, fut.result(), time.perf_counter() - t0)
-                log.info("done %s (%.1f s)", name, time.perf_counter() - t0)
-            except BaseException as exc:  # noqa: BLE001 - re-raised once the others are recorded
-                failed = failed or exc
-        if failed is not None:
-            for f, _, _ in self._inflight.values():
-                f.cancel()
+                outcome: dict[str, Any] | Exception = fut.result()
+            except Exception as exc:  # recorded; the other stages still run
+                outcome = exc
+                broken = broken or isinstance(exc, BrokenProcessPool)
+            finished[name] = record_outcome(plan, stage, outcome, time.perf_counter() - t0)
+        if broken:  # a worker died (killed, out of memory): every stage in flight went with it
+            for name, (_, stage, t0) in list(self._inflight.items()):
+                exc = RuntimeError("a worker process died while the stage ran (killed or out of memory?)")
+                finished[name] = record_outcome(plan, stage, exc, time.perf_counter() - t0)
             self.shutdown()
-            raise failed
-        return len(finished)
+        return finished
 
     def shutdown(self) -> None:
         if self._pool is not None:
@@ -96,29 +107,24 @@ class RayExecutor:
         self.has_gpu = ray.cluster_resources().get("GPU", 0) > 0
         self._task = ray.remote(run_stage)
 
-    def run(self, plan: Plan, ready: list[Stage]) -> int:
+    def run(self, plan: Plan, ready: list[Stage]) -> dict[str, str | None]:
         out = str(plan.out.resolve())  # workers do not share the driver's working directory
         pending = {}
         for stage in ready:
             gpus = 1 if (stage.gpu and self.has_gpu) else 0
             task = self._task.options(num_cpus=1, num_gpus=gpus, name=stage.name)
-            ref = task.remote(out, stage.fn, stage.params, threads=1)
+            ref = task.remote(out, stage.fn, stage.params, threads=1, name=stage.name)
             pending[ref] = (stage, time.perf_counter())
-        failed: BaseException | None = None
+        finished: dict[str, str | None] = {}
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             stage, t0 = pending.pop(done[0])
             try:
-                result = self.ray.get(done[0])
-            except Exception as exc:  # the other stages of the wave still finish and keep their markers
-                log.error("ray: %s failed: %s", stage.name, str(exc).splitlines()[0] if str(exc) else exc)
-                failed = failed or exc
-                continue
-            mark_done(plan, stage, result, time.perf_counter() - t0)
-            log.info("ray: %s done", stage.name)
-        if failed is not None:
-            raise failed
-        return len(ready)
+                outcome: dict[str, Any] | Exception = self.ray.get(done[0])
+            except Exception as exc:  # recorded; the other stages of the wave still finish
+                outcome = exc
+            finished[stage.name] = record_outcome(plan, stage, outcome, time.perf_counter() - t0)
+        return finished
 
     def shutdown(self) -> None:
         self.ray.shutdown()

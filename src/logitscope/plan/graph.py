@@ -36,12 +36,16 @@ STAGE_KINDS = ("train", "distill", "evaluate", "choose", "analyze", "manifolds",
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage. ``after_failures``: the stage also runs when some of its dependencies failed
+    (the report: it is built from whatever finished and marks what failed)."""
+
     name: str
     kind: str
     fn: str
     params: dict[str, Any]
     deps: tuple[str, ...] = ()
     gpu: bool = False
+    after_failures: bool = False
     key: str = field(default="", compare=False)
 
 
@@ -75,17 +79,37 @@ class Plan:
     def marker(self, name: str) -> Path:
         return self.out / "plan" / "done" / f"{name}.json"
 
-    def is_done(self, name: str) -> bool:
-        p = self.marker(name)
-        if not p.is_file():
-            return False
+    def failure_marker(self, name: str) -> Path:
+        return failure_marker(self.out, name)
+
+    def _read_marker(self, path: Path) -> dict[str, Any] | None:
+        """A marker of the stage's current key, or None (absent, stale, or damaged: a damaged
+        marker is never trusted, so the stage runs again)."""
+        if not path.is_file():
+            return None
         try:
-            return json.loads(p.read_text()).get("key") == self.stages[name].key
-        except (json.JSONDecodeError, OSError):
-            return False
+            info = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            log.warning("%s is damaged: the stage runs again", path)
+            return None
+        name = path.stem
+        if not isinstance(info, dict) or name not in self.stages or info.get("key") != self.stages[name].key:
+            return None
+        return info
+
+    def is_done(self, name: str) -> bool:
+        """Finished with the current key. A report built while stages had failed is not done:
+        a rerun rebuilds it once those stages are retried."""
+        info = self._read_marker(self.marker(name))
+        return info is not None and not info.get("partial", False)
+
+    def failure(self, name: str) -> dict[str, Any] | None:
+        """The recorded failure of the stage's current key (error, log tail), or None."""
+        return self._read_marker(self.failure_marker(name))
 
     def result(self, name: str) -> dict[str, Any]:
-        return json.loads(self.marker(name).read_text()).get("result", {})
+        info = self._read_marker(self.marker(name))
+        return info.get("result", {}) if info else {}
 
     def select(self, only: list[str] | None) -> list[Stage]:
         """Stages of the kinds in ``only`` and everything they need (all when ``only`` is None)."""
@@ -105,30 +129,124 @@ class Plan:
         return [s for s in self.stages.values() if s.name in wanted]
 
 
-def run_stage(out: str, fn: str, params: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
-    """Import and call one stage function (also what a Ray worker executes).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def stage_log(out: str | Path, name: str) -> Path:
+    """The log of a stage's last attempt: ``out/plan/logs/<name>.log``."""
+    return Path(out) / "plan" / "logs" / f"{name}.log"
+
+
+def failure_marker(out: str | Path, name: str) -> Path:
+    return Path(out) / "plan" / "failed" / f"{name}.json"
+
+
+def run_stage(
+    out: str, fn: str, params: dict[str, Any], threads: int | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """Import and call one stage function (also what a pool or Ray worker executes).
 
     ``threads`` sets torch's intra-op threads first: CPU results depend on the thread count,
-    so a Ray task runs with its CPU request, whatever the worker's defaults.
+    so a Ray task runs with its CPU request, whatever the worker's defaults. With ``name``,
+    the stage's log (and the traceback of an error) also goes to :func:`stage_log`, which
+    the executor quotes when the stage fails.
     """
     import importlib
 
-    if not logging.getLogger().handlers:  # a fresh worker process: log like the CLI does
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-        )
-    if threads is not None:
-        import torch
+    root = logging.getLogger()
+    if not root.handlers:  # a fresh worker process: log like the CLI does
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    handler, level = None, root.level
+    if name is not None:
+        path = stage_log(out, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, mode="w")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(min(level, logging.INFO))
+    try:
+        if threads is not None:
+            import torch
 
-        torch.set_num_threads(threads)
-    module, attr = fn.split(":")
-    return getattr(importlib.import_module(module), attr)(Path(out), **params) or {}
+            torch.set_num_threads(threads)
+        module, attr = fn.split(":")
+        return getattr(importlib.import_module(module), attr)(Path(out), **params) or {}
+    except Exception:
+        logging.getLogger(__name__).exception("stage %s failed", name or fn)
+        raise
+    finally:
+        if handler is not None:
+            root.removeHandler(handler)
+            root.setLevel(level)
+            handler.close()
 
 
-def mark_done(plan: Plan, stage: Stage, result: dict[str, Any], seconds: float) -> None:
-    atomic_write_json(
-        plan.marker(stage.name), {"key": stage.key, "kind": stage.kind, "result": result, "seconds": seconds}
-    )
+def error_line(exc: BaseException) -> str:
+    """One line for an error: its type and the first line of its message (Ray wraps a task's
+    error; the cause it carries is what the user needs)."""
+    exc = getattr(exc, "cause", None) or exc
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def log_tail(out: str | Path, name: str, lines: int = 20) -> list[str]:
+    path = stage_log(out, name)
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def mark_done(plan: Plan, stage: Stage, result: dict[str, Any], seconds: float, partial: bool = False) -> None:
+    """Record a finished stage (``partial``: built while some dependencies had failed)."""
+    info = {"key": stage.key, "kind": stage.kind, "result": result, "seconds": seconds}
+    if partial:
+        info["partial"] = True
+    atomic_write_json(plan.marker(stage.name), info)
+    plan.failure_marker(stage.name).unlink(missing_ok=True)
+
+
+def mark_failed(plan: Plan, stage: Stage, error: str, seconds: float, blocked_by: str | None = None) -> None:
+    """Record a stage that raised (with its error and the tail of its log), or that could not
+    run because a dependency failed (``blocked_by``)."""
+    info = {
+        "key": stage.key,
+        "kind": stage.kind,
+        "error": error,
+        "blocked_by": blocked_by,
+        "log": str(stage_log(plan.out, stage.name)),
+        "log_tail": [] if blocked_by else log_tail(plan.out, stage.name),
+        "seconds": seconds,
+        "time": time.time(),
+    }
+    atomic_write_json(plan.failure_marker(stage.name), info)
+
+
+def record_outcome(plan: Plan, stage: Stage, outcome: dict[str, Any] | BaseException, seconds: float) -> str | None:
+    """Write the done or failed marker of a stage that returned ``outcome``; returns the error
+    line if it failed. What every executor calls when a stage comes back."""
+    if isinstance(outcome, BaseException):
+        error = error_line(outcome)
+        mark_failed(plan, stage, error, seconds)
+        log.error("%s failed after %.1f s: %s (log: %s)", stage.name, seconds, error, stage_log(plan.out, stage.name))
+        return error
+    partial = stage.after_failures and any(plan.failure(d) is not None for d in stage.deps)
+    mark_done(plan, stage, outcome, seconds, partial=partial)
+    log.info("done %s (%.1f s)", stage.name, seconds)
+    return None
+
+
+def plan_failures(out: str | Path) -> dict[str, dict[str, Any]]:
+    """Every recorded failure under ``out/plan/failed`` (stage name -> its record). The
+    executor removes stale ones (another key, a stage no longer planned) before each run."""
+    folder = Path(out) / "plan" / "failed"
+    found: dict[str, dict[str, Any]] = {}
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found[p.stem] = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            found[p.stem] = {"error": f"{p} is damaged", "blocked_by": None, "log_tail": []}
+    return found
 
 
 # -- building the plan ---------------------------------------------------------------------
@@ -236,7 +354,8 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
                     "loss": loss,
                     "seed": s,
                 }
-    choose_deps = tuple(v["eval"] for v in sweep.values())
+    # the rule reads the students of the distillation loss only (A.7's other loss is for the report)
+    choose_deps = tuple(v["eval"] for v in sweep.values() if v["loss"] == preset["distill"]["loss"])
     stages.append(
         Stage(
             "choose-teacher",
@@ -258,7 +377,7 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
     waits_on: dict[str, tuple[str, ...]] = {}
     if chosen is None:
         pending.append("students (figure 4, table 2), their evaluation, analyses and report: wait for choose-teacher")
-        waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds", "report")
+        waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds")
     else:
         d = preset["distill"]
         variants: list[tuple[str, dict[str, Any]]] = [("normal", {})]
@@ -343,44 +462,76 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
             (f"train-st-s{s0}", f"train-at-s{s0}"),
         )
     )
-    if chosen is not None:
-        report_deps = tuple(
-            s.name for s in stages if s.kind in ("evaluate", "analyze", "manifolds", "theory", "choose")
+    # The report waits for everything (the students appear once the teacher is chosen) and is
+    # built even when some of it failed, marking what did.
+    report_deps = tuple(s.name for s in stages if s.kind in ("evaluate", "analyze", "manifolds", "theory", "choose"))
+    stages.append(
+        Stage(
+            "report",
+            "report",
+            "logitscope.plan.stages:report_stage",
+            {
+                "preset": preset,
+                "runs": {"st": [st[s].run_id for s in seeds], "at": [at[s].run_id for s in seeds]},
+                "students": {tag: [c.run_id for _, c in v] for tag, v in students.items()},
+                "sweep": sweep,
+                "teacher_epoch": chosen,
+                "last_epoch": last,
+            },
+            report_deps,
+            after_failures=True,
         )
-        stages.append(
-            Stage(
-                "report",
-                "report",
-                "logitscope.plan.stages:report_stage",
-                {
-                    "preset": preset,
-                    "runs": {"st": [st[s].run_id for s in seeds], "at": [at[s].run_id for s in seeds]},
-                    "students": {tag: [c.run_id for _, c in v] for tag, v in students.items()},
-                    "sweep": sweep,
-                    "teacher_epoch": chosen,
-                    "last_epoch": last,
-                },
-                report_deps,
-            )
-        )
+    )
     return Plan(out, stages, pending, waits_on)
 
 
 # -- running it ----------------------------------------------------------------------------
 
 
-def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> int:
-    """Run every runnable stage, rebuilding the plan after each wave until nothing is left."""
+def _prune_failures(plan: Plan) -> None:
+    """Drop failure records that no longer apply (another key, a stage no longer planned)."""
+    for name in plan_failures(plan.out):
+        if plan.failure(name) is None:
+            plan.failure_marker(name).unlink(missing_ok=True)
+
+
+def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> tuple[int, dict[str, str]]:
+    """Run every runnable stage, rebuilding the plan after each wave until nothing is left.
+
+    A stage that raises is recorded under ``plan/failed/`` (its error and the tail of its log)
+    and everything that does not depend on it still runs; a stage that depends on it is
+    recorded as not run; a stage with ``after_failures`` (the report) runs once each of its
+    dependencies is done or failed. Nothing failed is retried within one call; a rerun
+    retries exactly the failed stages and what depends on them.
+
+    Returns:
+        (stages run, failures: stage name -> one-line reason).
+    """
     ran = 0
+    failed: dict[str, str] = {}
+    attempted: set[str] = set()
+    _prune_failures(plan_fn())
     while True:
         plan = plan_fn()
-        todo = [s for s in plan.select(only) if not plan.is_done(s.name)]
+        todo = [s for s in plan.select(only) if not plan.is_done(s.name) and s.name not in attempted | set(failed)]
+        for s in todo:  # in dependency order, so a block propagates down the graph in one pass
+            bad = None if s.after_failures else next((d for d in s.deps if d in failed), None)
+            if bad is not None:
+                root = failed[bad].split(", which failed: ", 1)[-1]
+                failed[s.name] = f"not run: it depends on {bad}, which failed: {root}"
+                mark_failed(plan, s, failed[s.name], 0.0, blocked_by=bad)
+        todo = [s for s in todo if s.name not in failed]
         if not todo:
-            return ran
-        ready = [s for s in todo if all(plan.is_done(d) for d in s.deps)]
+            return ran, failed
+        ready = [s for s in todo if all(plan.is_done(d) or (s.after_failures and d in failed) for d in s.deps)]
         if not ready and not getattr(executor, "busy", False):
             raise RuntimeError(f"no stage can run: {todo[0].name} waits on {todo[0].deps}")
-        ran += executor.run(plan, ready)
+        finished = executor.run(plan, ready)
+        for name, error in finished.items():
+            attempted.add(name)
+            if error is not None:
+                failed[name] = error
+        ran += len(finished)
 
 
 def describe(plan: Plan, only: list[str] | None) -> str:
@@ -388,8 +539,15 @@ def describe(plan: Plan, only: list[str] | None) -> str:
     lines = []
     selected = plan.select(only)
     for s in selected:
-        state = "done" if plan.is_done(s.name) else ("ready" if all(plan.is_done(d) for d in s.deps) else "waiting")
-        lines.append(f"{state:8s} {s.kind:10s} {s.name}  [{s.key}]")
+        failure = plan.failure(s.name)
+        if plan.is_done(s.name):
+            state = "done"
+        elif failure is not None:
+            state = "failed"
+        else:
+            state = "ready" if all(plan.is_done(d) for d in s.deps) else "waiting"
+        reason = f"  ({failure['error']})" if failure else ""
+        lines.append(f"{state:8s} {s.kind:10s} {s.name}  [{s.key}]{reason}")
     waiting = not only or any(set(kinds) & set(only) for kinds in plan.waits_on.values())
     pending = plan.pending if waiting else []
     lines += [f"pending  {p}" for p in pending]
@@ -470,16 +628,26 @@ def reproduce(
     atomic_write_json(out / "plan" / "preset.json", {"preset": resolved, "data_dir": data_dir})
     t0 = time.perf_counter()
     try:
-        ran = execute(plan_fn, only, exe)
+        ran, failed = execute(plan_fn, only, exe)
     finally:
         if hasattr(exe, "shutdown") and executor == "local":
             exe.shutdown()
-    log.info(
-        "reproduce: %d stage(s) run in %.1f s; report at %s",
-        ran,
-        time.perf_counter() - t0,
-        out / "report" / "index.html",
-    )
+    report = out / "report" / "index.html"
+    log.info("reproduce: %d stage(s) run in %.1f s; report at %s", ran, time.perf_counter() - t0, report)
+    if failed:
+        raised = {n: e for n, e in failed.items() if not e.startswith("not run:")}
+        log.error(
+            "reproduce: %d stage(s) failed and %d could not run; the report marks them. Rerun the same "
+            "command to retry them (finished stages are kept):",
+            len(raised),
+            len(failed) - len(raised),
+        )
+        for name, error in raised.items():
+            log.error("  failed: %s: %s (log: %s)", name, error, stage_log(out, name))
+        for name, error in failed.items():
+            if name not in raised:
+                log.error("  %s: %s", name, error)
+        return 1
     return 0
 
 
@@ -490,9 +658,7 @@ def rebuild_report(out: Path) -> Path:
         raise FileNotFoundError(f"{out} holds no reproduce output (no plan/preset.json)")
     info = json.loads(saved.read_text())
     plan = build_plan(info["preset"], Path(out), info.get("data_dir"))
-    if "report" not in plan.stages:
-        raise FileNotFoundError(f"{out}: the plan has not reached the report yet; run reproduce first")
     s = plan.stages["report"]
     result = run_stage(str(out), s.fn, s.params)
-    mark_done(plan, s, result, 0.0)
+    record_outcome(plan, s, result, 0.0)
     return Path(result["html"])

@@ -84,6 +84,7 @@ def choose_teacher(
 def choose_teacher_stage(
     out: Path, sweep: dict[str, dict[str, Any]], fixed_epoch: int | None, natural_tolerance: float, loss: str
 ) -> dict[str, Any]:
+    sweep = {name: info for name, info in sweep.items() if info["loss"] == loss}  # what the rule reads
     summaries = {
         name: s for name, info in sweep.items() if (s := eval_summary(out, info["run_id"], info["epoch"])) is not None
     }
@@ -165,6 +166,10 @@ def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) 
 
 
 def report_stage(out: Path, **params: Any) -> dict[str, Any]:
+    """The report, built from whatever finished; the plan's recorded failures are marked in it
+    (read here, not passed as parameters: they must not change the report's cache key)."""
+    from logitscope.plan.graph import plan_failures
     from logitscope.report.build import build_report
 
-    return {"html": str(build_report(Path(out), **params))}
+    failed = {name: str(record.get("error", "failed")) for name, record in plan_failures(out).items()}
+    return {"html": str(build_report(Path(out), failed=failed, **params)), "failed": sorted(failed)}

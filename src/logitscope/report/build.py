@@ -65,15 +65,42 @@ def _accs(runs: Path, ids: Sequence[str], epoch: int | None) -> tuple[list[float
     return [s["clean_acc"] for s in sums], [s["robust_acc"] for s in sums]
 
 
-def _fig(folder: Path, name: str, fid: str, title: str, caption: str, skipped: dict[str, str] | None = None) -> Figure:
+class Failures:
+    """The plan's failed stages (stage name -> one-line error), for marking what they feed."""
+
+    def __init__(self, errors: dict[str, str] | None = None) -> None:
+        self.errors = dict(errors or {})
+
+    def first(self, *prefixes: str) -> str | None:
+        """ "<stage>: <error>" for the first failed stage whose name starts with a prefix."""
+        for name, error in self.errors.items():
+            if name.startswith(prefixes):
+                return f"{name}: {error}"
+        return None
+
+
+def _fig(
+    folder: Path,
+    name: str,
+    fid: str,
+    title: str,
+    caption: str,
+    skipped: dict[str, str] | None = None,
+    failed: str | None = None,
+) -> Figure:
     path = folder / f"{name}.png"
     if path.is_file():
         return Figure(fid, title, path, caption)
-    reason = (skipped or {}).get(name, f"{path.name} was not produced")
+    reason = f"failed: {failed}" if failed else (skipped or {}).get(name, f"{path.name} was not produced")
     return Figure(fid, title, path, caption, missing_reason=reason)
 
 
-def _claim(cid: str, statement: str, statistic: str, holds: bool | None, detail: str = "") -> Claim:
+def _claim(
+    cid: str, statement: str, statistic: str, holds: bool | None, detail: str = "", failed: str | None = None
+) -> Claim:
+    """A claim; ``failed`` (the failed stage that measures it, with its error) overrides the verdict."""
+    if failed:
+        return Claim(cid, statement, f"failed: {failed}", "failed", detail)
     verdict = "not measured" if holds is None else ("holds" if holds else "does not hold")
     return Claim(cid, statement, statistic, verdict, detail)
 
@@ -90,18 +117,26 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def table1(runs: Path, st: list[str], at: list[str], last: int, teacher_epoch: int) -> Table:
+def table1(
+    runs: Path, st: list[str], at: list[str], last: int, teacher_epoch: int | None, failures: Failures | None = None
+) -> Table:
+    failures = failures or Failures()
     rows = []
-    for label, ids, epoch in (
-        ("ST", st, last),
-        ("AT (last epoch)", at, last),
-        ("AT (teacher epoch)", at, teacher_epoch),
+    for label, method, ids, epoch in (
+        ("ST", "st", st, last),
+        ("AT (last epoch)", "at", at, last),
+        ("AT (teacher epoch)", "at", at, teacher_epoch),
     ):
-        nat, adv = _accs(runs, ids, epoch)
         paper = PAPER_TABLE1[label]
-        rows.append(
-            [f"{label}" + (f" (epoch {epoch})" if "teacher" in label else ""), paper[0], pct(nat), paper[1], pct(adv)]
-        )
+        name = f"{label}" + (f" (epoch {epoch})" if "teacher" in label else "")
+        nat, adv = _accs(runs, ids, epoch) if epoch is not None else ([], [])
+        failed = failures.first(f"train-{method}-s", f"eval-train-{method}-s") if len(adv) < len(ids) else None
+        if epoch is None:
+            failed = failures.first("choose-teacher") or "the teacher epoch was not chosen"
+        cells = [pct(nat), pct(adv)] if nat else [f"failed: {failed}" if failed else "—"] * 2
+        if nat and failed:
+            cells = [c + f" ({len(ids) - len(adv)} of {len(ids)} seeds failed)" for c in cells]
+        rows.append([name, paper[0], cells[0], paper[1], cells[1]])
     return Table(
         "table1",
         "Table 1: natural and adversarial accuracy (APGD-CE then APGD-DLR)",
@@ -118,16 +153,29 @@ def distillation_section(
     sweep: dict[str, Any],
     teacher: dict[str, Any],
     claims: list[Claim],
+    failures: Failures | None = None,
 ) -> Section:
     from logitscope.report import figures_distill as fd
 
+    failures = failures or Failures()
     folder = out / "report" / "figures"
     acc = {tag: _accs(runs, ids, None) for tag, ids in students.items()}
+
+    def failed_students(*tags: str) -> str | None:
+        return failures.first(*(f"{p}distill-{t}-s" for t in tags for p in ("", "eval-")))
+
+    def failed_sweep(loss: str | None = None) -> str | None:
+        names = [n for n, i in sweep.items() if loss is None or i["loss"] == loss]
+        return failures.first(*names, *(sweep[n]["eval"] for n in names)) if names else None
+
     rows = []
     for tag in students:
         nat, adv = acc[tag]
         paper = PAPER_TABLE2.get(tag, ("—", "—"))
-        rows.append([tag, paper[0], pct(nat), paper[1], pct(adv), str(len(adv))])
+        cells = [pct(nat), pct(adv)]
+        if (failed := failed_students(tag)) is not None:
+            cells = [f"failed: {failed}"] * 2 if not adv else [c + " (some seeds failed)" for c in cells]
+        rows.append([tag, paper[0], cells[0], paper[1], cells[1], str(len(adv))])
     t2 = Table(
         "table2",
         "Table 2: students distilled from manipulated AT-teacher logits",
@@ -174,10 +222,10 @@ def distillation_section(
         )
     nat: dict[str, dict[int, list[float]]] = {}
     adv: dict[str, dict[int, list[float]]] = {}
-    for info in teacher.get("sweep", {}).values():
-        if "clean_acc" in info:
-            nat.setdefault(info["loss"], {}).setdefault(int(info["teacher_epoch"]), []).append(info["clean_acc"])
-            adv.setdefault(info["loss"], {}).setdefault(int(info["teacher_epoch"]), []).append(info["robust_acc"])
+    for info in sweep.values():  # figure A.6/A.7's students, both losses
+        if (s := _summary(runs, info["run_id"], info["epoch"])) is not None:
+            nat.setdefault(info["loss"], {}).setdefault(int(info["teacher_epoch"]), []).append(s["clean_acc"])
+            adv.setdefault(info["loss"], {}).setdefault(int(info["teacher_epoch"]), []).append(s["robust_acc"])
     if "l1" in nat:
         figs.append(
             Figure(
@@ -192,21 +240,24 @@ def distillation_section(
                 "figA7",
                 "Figure A.7: L1 logit distillation against KL softmax distillation",
                 fd.figA7_l1_vs_kl(nat, adv, folder / "figA7.png"),
-                "per teacher epoch",
+                "per teacher epoch; both losses with the same student schedule"
+                + (f"; failed: {f}" if (f := failed_sweep()) else ""),
             )
         )
     # Claims of section 4.2 and appendix A.3.
     normal = mean_sd(acc.get("normal", ([], []))[1])[0]
     k_adv = {k: mean_sd(acc[f"fix{k}-permute"][1])[0] for k in ks if f"fix{k}-permute" in acc}
-    if k_adv and not math.isnan(normal):
-        kmax = max(k_adv)
+    failed_k = failed_students("normal", *(f"fix{k}-permute" for k in ks))
+    if (k_adv and not math.isnan(normal)) or failed_k:
+        kmax = max(k_adv) if k_adv else 0
         rising = float(np.corrcoef(list(k_adv), list(k_adv.values()))[0, 1]) if len(k_adv) > 1 else float("nan")
         claims.append(
             _claim(
                 "distill-k",
                 "Student robustness rises with k, and fix-7 is within 1% of normal",
-                f"corr(k, adv) = {rising:.2f}; fix-{kmax} {k_adv[kmax]:.1%} vs normal {normal:.1%}",
+                f"corr(k, adv) = {rising:.2f}; fix-{kmax} {k_adv.get(kmax, math.nan):.1%} vs normal {normal:.1%}",
                 None if math.isnan(rising) else bool(rising > 0 and abs(k_adv[kmax] - normal) <= 0.01),
+                failed=failed_k,
             )
         )
     for tag, text in (
@@ -222,9 +273,16 @@ def distillation_section(
                     text,
                     f"adversarial {m:.1%} (fix-1 permute {fix1:.1%}, normal {normal:.1%})",
                     None if math.isnan(m) else bool(m < 0.02 or (not math.isnan(normal) and m < 0.1 * normal)),
+                    failed=failed_students(tag, "fix1-permute", "normal"),
                 )
             )
-    if "l1" in adv and "kl" in adv:
+    if failed_sweep():
+        claims.append(
+            _claim(
+                "l1-vs-kl", "L1 logit distillation transfers more robustness than KL", "", None, failed=failed_sweep()
+            )
+        )
+    elif "l1" in adv and "kl" in adv:
         l1 = np.mean([np.mean(v) for v in adv["l1"].values()])
         kl = np.mean([np.mean(v) for v in adv["kl"].values()])
         claims.append(
@@ -235,7 +293,17 @@ def distillation_section(
                 bool(l1 > kl),
             )
         )
-    if "l1" in adv and len(adv["l1"]) > 1:
+    if failed_sweep("l1"):
+        claims.append(
+            _claim(
+                "late-teacher",
+                "Late teachers distil less robustness than the best checkpoint",
+                "",
+                None,
+                failed=failed_sweep("l1"),
+            )
+        )
+    elif "l1" in adv and len(adv["l1"]) > 1:
         epochs = sorted(adv["l1"])
         first, last = np.mean(adv["l1"][epochs[0]]), np.mean(adv["l1"][epochs[-1]])
         best = max(epochs, key=lambda e: np.mean(adv["l1"][e]))
@@ -255,6 +323,8 @@ def distillation_section(
         + " (the paper: 19.6% ± 0.6%). "
         + teacher.get("rule", "")
     )
+    if not students and (failed := failures.first("choose-teacher", *sweep)):
+        text += f" No student was trained: the teacher epoch could not be chosen (failed: {failed})."
     return Section(
         "distillation", "Robust distillation with manipulated targets (section 4.2, A.3)", text, [t2], figs, []
     )
@@ -300,11 +370,16 @@ def build_report(
     runs: dict[str, list[str]],
     students: dict[str, list[str]],
     sweep: dict[str, Any],
-    teacher_epoch: int,
+    teacher_epoch: int | None,
     last_epoch: int,
+    failed: dict[str, str] | None = None,
 ) -> Path:
+    """The report of a reproduce folder. ``failed``: the plan's failed stages (name -> error):
+    what they feed is marked "failed: reason", and a section lists them; outputs a failed
+    stage may have left from an earlier run are not read."""
     out = Path(out)
     rdir = out / "runs"
+    failures = Failures(failed)
     teacher = (
         json.loads((out / "plan" / "teacher.json").read_text()) if (out / "plan" / "teacher.json").is_file() else {}
     )
@@ -313,9 +388,18 @@ def build_report(
 
     # Section 4.1: distributions, table 1.
     analysis_dir = out / "analysis"
+    f_analysis = failures.first("analyze")
     analysis = (
-        json.loads((analysis_dir / "analysis.json").read_text()) if (analysis_dir / "analysis.json").is_file() else {}
+        json.loads((analysis_dir / "analysis.json").read_text())
+        if (analysis_dir / "analysis.json").is_file() and not f_analysis
+        else {}
     )
+    if f_analysis:
+        claims.append(
+            _claim(
+                "analysis", "The findings of sections 4.1 and 4.3 (logits, ranks, overlap)", "", None, failed=f_analysis
+            )
+        )
     skipped = analysis.get("skipped", {})
     for i, c in enumerate(analysis.get("claims", [])):
         claims.append(
@@ -327,7 +411,7 @@ def build_report(
                 c.get("where", ""),
             )
         )
-    t1 = table1(rdir, runs["st"], runs["at"], last_epoch, teacher_epoch)
+    t1 = table1(rdir, runs["st"], runs["at"], last_epoch, teacher_epoch, failures)
     sections.append(
         Section(
             "logits",
@@ -342,6 +426,7 @@ def build_report(
                     "Figure 1 / B.4: max-logit distribution over epochs (train)",
                     "",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -350,6 +435,7 @@ def build_report(
                     "Figure 2A / B.5: logit-gap histograms, AT vs ST",
                     "",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -358,6 +444,7 @@ def build_report(
                     "Figure 2B: adversarial accuracy by clean logit gap",
                     "mean ± sd over seeds",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -366,6 +453,7 @@ def build_report(
                     "Figure B.1: logit-gap distributions across epochs",
                     "",
                     skipped,
+                    f_analysis,
                 ),
             ],
             [],
@@ -385,6 +473,7 @@ def build_report(
                     "Figure 3A: confidence ranks of one class, AT vs ST",
                     "",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -393,6 +482,7 @@ def build_report(
                     "Figure 3B: rank disagreement per class and model pair",
                     "the paper: 11.8% AT-ST, 1.1% AT-AT",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -401,6 +491,7 @@ def build_report(
                     "Figure 3C: rank of the predicted class in the true class's mean logits",
                     "",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -409,6 +500,7 @@ def build_report(
                     "Figure 3D / B.6: average overlap AO@k",
                     "solid: pairs of models; dashed: same-class image baseline",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -417,6 +509,7 @@ def build_report(
                     "Figure B.2: images by AT and ST confidence",
                     "",
                     skipped,
+                    f_analysis,
                 ),
                 _fig(
                     analysis_dir,
@@ -425,14 +518,16 @@ def build_report(
                     "Figure B.3: nearest images by logit cosine similarity",
                     "seed, ST neighbours, AT neighbours",
                     skipped,
+                    f_analysis,
                 ),
             ],
             [],
         )
     )
-    sections.append(distillation_section(out, rdir, students, sweep, teacher, claims))
+    sections.append(distillation_section(out, rdir, students, sweep, teacher, claims, failures))
 
     mdir = out / "manifolds"
+    f_manifolds = failures.first("manifolds")
     sections.append(
         Section(
             "manifolds",
@@ -440,7 +535,14 @@ def build_report(
             _read_text(mdir / "summary.txt"),
             [],
             [
-                _fig(mdir, "fig5", "fig5", "Figure 5: capacity, radius, dimension, centre correlation by layer", ""),
+                _fig(
+                    mdir,
+                    "fig5",
+                    "fig5",
+                    "Figure 5: capacity, radius, dimension, centre correlation by layer",
+                    "",
+                    failed=f_manifolds,
+                ),
                 _fig(
                     mdir,
                     "figA8",
@@ -451,18 +553,24 @@ def build_report(
                         "figA8": "simulated capacity is off in this preset (manifolds.simulate=false): it costs "
                         "minutes per layer on a CPU; set --set manifolds.simulate=true"
                     },
+                    f_manifolds,
                 ),
             ],
             [],
         )
     )
     mclaims = mdir / "claims.json"
-    if mclaims.is_file():
+    if f_manifolds:
+        claims.append(_claim("manifolds", "The manifold findings (figure 5, A.8)", "", None, failed=f_manifolds))
+    elif mclaims.is_file():
         for i, c in enumerate(json.loads(mclaims.read_text())):
             claims.append(_claim(f"manifolds-{i}", c["claim"], c["statistic"], c["holds"]))
 
     tdir = out / "theory"
-    theory = json.loads((tdir / "theory.json").read_text()) if (tdir / "theory.json").is_file() else {}
+    f_theory = failures.first("theory")
+    theory = json.loads((tdir / "theory.json").read_text()) if (tdir / "theory.json").is_file() and not f_theory else {}
+    if f_theory:
+        claims.append(_claim("theory", "The analytical model of appendix C", "", None, failed=f_theory))
     ttables = []
     if theory.get("statements"):
         ttables.append(
@@ -510,15 +618,30 @@ def build_report(
             theory.get("summary", ""),
             ttables,
             [
-                _fig(tdir, "fig_c1", "figC1", "Figure C.1: constraints on beta and the thresholds they imply", ""),
-                _fig(tdir, "fig_c2", "figC2", "Figure C.2: mean-field loss surface", ""),
-                _fig(tdir, "fig_c3", "figC3", "Figure C.3: relative logit-gap change under FGSM (equation 10)", ""),
+                _fig(
+                    tdir,
+                    "fig_c1",
+                    "figC1",
+                    "Figure C.1: constraints on beta and the thresholds they imply",
+                    "",
+                    failed=f_theory,
+                ),
+                _fig(tdir, "fig_c2", "figC2", "Figure C.2: mean-field loss surface", "", failed=f_theory),
+                _fig(
+                    tdir,
+                    "fig_c3",
+                    "figC3",
+                    "Figure C.3: relative logit-gap change under FGSM (equation 10)",
+                    "",
+                    failed=f_theory,
+                ),
                 _fig(
                     tdir,
                     "fig_fgsm_gap",
                     "figFGSM",
                     "Beyond the paper: measured gap change under FGSM against the gap",
                     "ST and AT",
+                    failed=f_theory,
                 ),
             ],
             [],
@@ -527,6 +650,8 @@ def build_report(
 
     all_ids = {"standard": runs["st"], "pgd-at": runs["at"], "distill": [i for v in students.values() for i in v]}
     sections.append(Section("compute", "Compute", "", [table3(rdir, all_ids)], [], []))
+    if failures.errors:
+        sections.insert(0, failures_section(out, failures))
     sections.insert(
         0,
         Section(
@@ -542,7 +667,8 @@ def build_report(
             configs[rid] = yaml.safe_load(p.read_text())
     report = Report(
         title="logitscope: what adversarial training puts into the logits",
-        subtitle=f"preset {preset['name']}; teacher epoch {teacher_epoch}",
+        subtitle=f"preset {preset['name']}; teacher epoch {teacher_epoch if teacher_epoch is not None else '—'}"
+        + (f"; {len(failures.errors)} stage(s) failed" if failures.errors else ""),
         sections=sections,
         environment=environment(),
         run_configs=configs,
@@ -551,6 +677,24 @@ def build_report(
     from logitscope.report.html import render_report
 
     return render_report(report, out / "report")
+
+
+def failures_section(out: Path, failures: Failures) -> Section:
+    """The failed stages, their errors and where their logs are: what to fix before a rerun."""
+    rows: list[list[Any]] = [
+        [name, error, str(Path("plan") / "logs" / f"{name}.log") if not error.startswith("not run:") else "—"]
+        for name, error in failures.errors.items()
+    ]
+    return Section(
+        "failed",
+        "Stages that failed",
+        "These stages raised (or could not run because a stage they need raised). Everything else "
+        'finished; the tables, figures and claims they feed say "failed". Rerun the same '
+        "`logitscope reproduce` command to retry exactly these: finished stages are kept.",
+        [Table("failed-stages", "Failed stages", ["stage", "error", "log (under the output folder)"], rows)],
+        [],
+        [],
+    )
 
 
 def _read_text(p: Path) -> str:

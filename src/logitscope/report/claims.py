@@ -44,7 +44,7 @@ def claim_from_check(
 
 
 def verdict_counts(claims: Iterable[Claim]) -> dict[str, int]:
-    """Number of claims per verdict, every verdict present (in the order holds, does not hold, not measured)."""
+    """Number of claims per verdict, every verdict present (in the order of ``VERDICTS``)."""
     counts = dict.fromkeys(VERDICTS, 0)
     for claim in claims:
         counts[claim.verdict] += 1

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DASH = "—"
 CLAIM_COLUMNS = ["section", "id", "statement", "statistic", "verdict", "detail"]
-VERDICT_CLASS = {"holds": "holds", "does not hold": "fails", "not measured": "unmeasured"}
+VERDICT_CLASS = {"holds": "holds", "does not hold": "fails", "not measured": "unmeasured", "failed": "failed"}
 _CSS_PX_PER_INCH = 96
 _NUMERIC = re.compile(r"\s*[-+−±~≈<>]?\s*\.?\d")
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 Cell = str | float | int | None
-Verdict = Literal["holds", "does not hold", "not measured"]
+Verdict = Literal["holds", "does not hold", "not measured", "failed"]
 
-VERDICTS: tuple[str, ...] = ("holds", "does not hold", "not measured")
+# "failed": the stage that measures the claim raised; the statistic says why.
+VERDICTS: tuple[str, ...] = ("holds", "does not hold", "not measured", "failed")
 THIS_RUN = "this run"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -131,7 +132,8 @@ class Claim:
         id: short anchor, e.g. "at-smaller-max-logit".
         statement: the paper's finding in one sentence.
         statistic: what we measured, formatted ("mean max logit ST 20.2 vs AT 8.6").
-        verdict: "holds", "does not hold" or "not measured".
+        verdict: "holds", "does not hold", "not measured", or "failed" (the stage that
+            measures it raised; ``statistic`` gives the reason).
         detail: how the check was made, or why it could not be.
     """
 

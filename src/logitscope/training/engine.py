@@ -112,6 +112,25 @@ def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunCon
     return correct / len(x)
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or snapshot: the run stops at once; its last good checkpoint and
+    logits stay as they were (nothing of the diverged epoch is written)."""
+
+
+# On CUDA, checking the loss every batch would synchronize the device every step: the first
+# non-finite batch is tracked on the device and read every this many batches (and at the end
+# of the epoch, before anything of the epoch is written). On CPU every batch is checked.
+NONFINITE_CHECK_EVERY_CUDA = 50
+
+
+def _diverged(run: Run, epoch: int, what: str, record: bool) -> TrainingDiverged:
+    """The error to raise; ``record``: this process writes the run's ``meta.json`` (rank 0)."""
+    msg = f"run {run.dir.name} diverged at epoch {epoch}: {what}; lower optim.lr or set optim.grad_clip"
+    if record:
+        run.update_meta(status="failed", reason=msg, failed=time.time())
+    return TrainingDiverged(msg)
+
+
 def _epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(derive_seed(cfg.seed, "epoch", epoch))
 
@@ -191,7 +210,12 @@ def train(
         for split in splits:
             write_labels(run.dir, split, data.split(split)[1].numpy())
         run.update_meta(
-            status="running", device=str(device), world_size=dist.world, started=time.time(), last_epoch=start
+            status="running",
+            reason=None,
+            device=str(device),
+            world_size=dist.world,
+            started=time.time(),
+            last_epoch=start,
         )
     train_model = perf.prepare(model, cfg.perf)  # compiled (or eager) module sharing model's parameters
     if dist.enabled:
@@ -221,6 +245,8 @@ def train(
         train_model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite batch
+        bad_value = torch.zeros((), device=device)
         bar = tqdm(
             total=n, desc=f"{run.dir.name} epoch {epoch}/{cfg.epochs}", unit="img", disable=not show, leave=False
         )
@@ -231,6 +257,15 @@ def train(
             xb = perf.to_format(augment(x_train[batch], g)[s0:s1].float().div_(255), cfg.perf)
             with perf.autocast(cfg.perf, device):
                 loss = objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
+            batch_no = i // bs + 1
+            loss_d = loss.detach().float()
+            new_bad = (first_bad < 0) & ~torch.isfinite(loss_d)
+            first_bad = torch.where(new_bad, torch.full_like(first_bad, batch_no), first_bad)
+            bad_value = torch.where(new_bad, loss_d, bad_value)
+            check = device.type != "cuda" or batch_no % NONFINITE_CHECK_EVERY_CUDA == 0 or i + bs >= n
+            if check and int(first_bad) >= 0:
+                bar.close()
+                raise _diverged(run, epoch, f"loss {float(bad_value)} at batch {int(first_bad)}", dist.is_main)
             opt.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
             scale = (s1 - s0) * dist.world / len(batch)
@@ -254,6 +289,10 @@ def train(
             x, y = data.split(split)
             a, b = dist.shard(len(y))
             logits = dist.gather_rows(predict_logits(model, x[a:b], cfg.monitor.eval_batch_size, device), len(y))
+            finite = np.isfinite(logits).all(axis=1)
+            if not finite.all():
+                what = f"non-finite logits on {int((~finite).sum())} of {len(y)} {split} images"
+                raise _diverged(run, epoch, what, dist.is_main)
             if dist.is_main:
                 write_logits(run.dir, split, epoch, logits)
             accs[f"{split}_acc"] = float((logits.argmax(1) == y.numpy()).mean())
@@ -296,8 +335,4 @@ def train(
     return run
 
 
-def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    return float((np.asarray(logits).argmax(1) == np.asarray(y)).mean())
-
-
-__all__ = ["accuracy", "derive_seed", "learning_rate", "predict_logits", "resolve_device", "train"]
+__all__ = ["TrainingDiverged", "derive_seed", "learning_rate", "predict_logits", "resolve_device", "train"]
