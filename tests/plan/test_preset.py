@@ -35,17 +35,19 @@ def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
         n_sweep = len(preset["distill"]["sweep_seeds"]) * len(preset["teacher"]["epochs"]) * 2  # L1 and KL
         kinds = [s.kind for s in plan.stages.values()]
         # before the teacher choice: ST and AT runs and their evaluations, the sweep and its
-        # evaluations, the choice, the logit analyses and the theory
+        # evaluations, the choice, the logit analyses, the theory and the report (which waits for all)
         assert kinds.count("train") == 2 * n_seeds, name
         assert kinds.count("distill") == n_sweep, name
         assert kinds.count("evaluate") == 2 * n_seeds + n_sweep, name
-        assert len(kinds) == 4 * n_seeds + 2 * n_sweep + 3, name
-        assert plan.pending and plan.waits_on == {"choose-teacher": ("distill", "evaluate", "manifolds", "report")}
+        assert len(kinds) == 4 * n_seeds + 2 * n_sweep + 4, name
+        assert plan.pending and plan.waits_on == {"choose-teacher": ("distill", "evaluate", "manifolds")}
         # a kind whose stages appear after the teacher choice: the choice and what it needs
-        sweep = {n for n in plan.stages if "-sweep-" in n}
+        loss = preset["distill"]["loss"]
+        sweep_l1 = {n for n in plan.stages if "-sweep-" in n and f"-{loss}-" in n}  # what the rule reads
         teachers = {f"train-at-s{s}" for s in preset["distill"]["sweep_seeds"]}
-        assert {s.name for s in plan.select(["report"])} == {"choose-teacher", *teachers, *sweep}, name
-    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 8 + 3
+        assert {s.name for s in plan.select(["choose"])} == {"choose-teacher", *teachers, *sweep_l1}, name
+        assert {s.name for s in plan.select(["report"])} == set(plan.stages), name
+    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 8 + 4
     assert not (tmp_path / "plan").exists()  # building a plan writes nothing
 
 
@@ -97,7 +99,7 @@ def test_set_keys_reach_the_run_configs_and_their_keys(tmp_path):
     ev = build_plan(resolve_preset_dict(["evaluate.n_iter=7"]), tmp_path)
     for name, stage in base.stages.items():
         changed = ev.stages[name].key != stage.key
-        assert changed == (stage.kind in ("evaluate", "choose", "analyze")), name
+        assert changed == (stage.kind in ("evaluate", "choose", "analyze", "report")), name
     # the sweep students take distill.set; ST and AT do not
     bn = build_plan(resolve_preset_dict(["distill.set.distill.bn_mode=batch"]), tmp_path)
     assert bn.stages["distill-sweep-e1-l1-s0"].params["config"]["distill"]["bn_mode"] == "batch"
@@ -163,9 +165,9 @@ def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path, tiny_preset, caps
     states = {line.split()[2]: line.split()[0] for line in lines if line.split()[0] in ("done", "ready", "waiting")}
     assert {n for n, state in states.items() if state == "ready"} == {"train-st-s0", "train-at-s0"}
     assert states["eval-train-at-s0-e2"] == states["distill-sweep-e2-kl-s0"] == states["choose-teacher"] == "waiting"
-    assert len(states) == 15
+    assert len(states) == 16
     assert lines[-2].startswith("pending  students")
-    assert lines[-1] == "0/15 stages done; 1 group(s) pending"
+    assert lines[-1] == "0/16 stages done; 1 group(s) pending"
     # --only shows the part of the plan it would run
     assert main(["reproduce", "--preset", str(tiny_preset), "--out", str(out), "--dry-run", "--only", "train"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
