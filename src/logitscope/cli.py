@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from logitscope.config import ConfigError, RunConfig, parse_float, run_preset
+from logitscope.store.errors import DamagedFileError
 
 log = logging.getLogger("logitscope")
 
@@ -284,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (ConfigError, DamagedFileError, ValueError, FileNotFoundError, KeyError) as exc:
+        # One line, never a traceback: a DamagedFileError already says "<file>: <what>; <what to do>".
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"logitscope: error: {str(msg).splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)
         return 2

@@ -8,15 +8,15 @@ evaluation already written with the same settings is returned without recomputin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from logitscope.attacks.protocol import ProtocolConfig, evaluate_model
+from logitscope.attacks.protocol import ProtocolConfig, ProtocolResult, evaluate_model
 from logitscope.store.atomic import atomic_write_json
+from logitscope.store.errors import DamagedFileError, load_npz, read_json
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
 from logitscope.training.engine import load_run_dataset, resolve_device
@@ -26,6 +26,39 @@ log = logging.getLogger(__name__)
 
 def record_path(run_dir: str | os.PathLike, protocol: str, epoch: int) -> Path:
     return Path(run_dir) / "eval" / f"{protocol}-epoch_{epoch:03d}.npz"
+
+
+def _saved_summary(path: Path, summary_path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of an evaluation already written with ``settings``, or ``None`` to evaluate.
+
+    Both files are checked before they are trusted: a damaged summary or record (truncated,
+    corrupt, pickled) is logged and recomputed, never returned.
+    """
+    if not (summary_path.is_file() and path.is_file()):
+        return None
+    try:
+        saved = read_json(summary_path, expect=dict)
+        if saved.get("settings") != settings:
+            return None
+        ProtocolResult.load(path)
+    except DamagedFileError as exc:
+        log.warning("evaluating again: %s: %s", exc.path, exc.problem)
+        return None
+    except (KeyError, ValueError, TypeError) as exc:  # readable, but not a robustness record
+        log.warning("evaluating again: %s: %s", path, exc.args[0] if exc.args else type(exc).__name__)
+        return None
+    return saved
+
+
+def _drop_if_damaged(state: Path) -> None:
+    """A damaged resume state of a killed evaluation is deleted (it only saves time)."""
+    if not state.is_file():
+        return
+    try:
+        load_npz(state)
+    except DamagedFileError as exc:
+        log.warning("starting the evaluation afresh: %s: %s", exc.path, exc.problem)
+        state.unlink(missing_ok=True)
 
 
 def evaluate(
@@ -67,10 +100,9 @@ def evaluate(
     path = record_path(run.dir, protocol, epoch)
     summary_path = path.with_suffix(".json")
     settings = {**cfg.result_settings(), "n": n, "epoch": epoch}
-    if summary_path.is_file() and path.is_file():
-        saved = json.loads(summary_path.read_text())
-        if saved.get("settings") == settings:
-            return saved
+    saved = _saved_summary(path, summary_path, settings)
+    if saved is not None:
+        return saved
     if n is not None and n < 1:
         raise ValueError(f"n={n}: expected a positive number of test images (or none for all)")
     dev = resolve_device(device)
@@ -79,6 +111,7 @@ def evaluate(
     model = load_model(run, epoch, device=dev)
     t0 = time.perf_counter()
     state = path.parent / f".{path.stem}.state.npz"
+    _drop_if_damaged(state)
     result = evaluate_model(model, x.float().div(255).to(dev), y.to(dev), cfg, state_path=state)
     seconds = time.perf_counter() - t0
     result.save(path)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from logitscope.data.base import Dataset, holdout_per_class, to_uint8_nchw
+from logitscope.store.errors import load_npz as read_arrays
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
@@ -27,11 +28,10 @@ def load_npz(
         path = path / "data.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no npz file at {path}: expected arrays {REQUIRED}")
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in REQUIRED if k not in f.files]
-        if missing:
-            raise ValueError(f"{path} lacks {missing}: expected arrays {REQUIRED}")
-        arr = {k: f[k] for k in f.files}
+    arr = read_arrays(path, remedy=f"write it again with numpy.savez (arrays {', '.join(REQUIRED)}, no object arrays)")
+    missing = [k for k in REQUIRED if k not in arr]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: expected arrays {REQUIRED}")
     parts = {}
     for split in ("train", "val", "test"):
         if f"x_{split}" not in arr:

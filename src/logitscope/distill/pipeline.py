@@ -10,7 +10,6 @@ them. Each student keeps the targets it trained on in ``targets/targets.npy`` wi
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from logitscope.distill.targets import TargetProvenance, teacher_targets
 from logitscope.distill.transforms import TransformSpec, apply_transform, parse_transform
 from logitscope.store import checkpoints
 from logitscope.store.atomic import atomic_save_npy, atomic_write_json
+from logitscope.store.errors import DamagedFileError, load_npy, read_json
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
 
@@ -93,6 +93,47 @@ def sibling_run(ref: str, student: Run) -> Run:
     return Run(path)
 
 
+def _cached_array(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A cached ``(N, C)`` array, or ``None`` to compute it again.
+
+    A cache is never trusted blindly nor fatal: a damaged file (truncated, corrupt, pickled)
+    or one of another shape is logged and recomputed (then atomically replaced).
+    """
+    if not path.is_file():
+        return None
+    try:
+        cached = load_npy(path)
+    except DamagedFileError as exc:
+        log.warning("recomputing %s: %s", exc.path, exc.problem)
+        return None
+    if cached.shape != shape:
+        log.warning("recomputing %s: shape %s, expected %s", path, cached.shape, shape)
+        return None
+    return cached
+
+
+def _saved_targets(out_dir: Path, prov: TargetProvenance, shape: tuple[int, int]) -> np.ndarray | None:
+    """The student's stored targets if their provenance matches ``prov``; ``None`` to make them.
+
+    Damaged files are logged and the targets recomputed, as for any cache: the teacher and
+    the transform, not these files, define the targets.
+    """
+    prov_path = out_dir / "provenance.json"
+    if not (prov_path.is_file() and (out_dir / "targets.npy").is_file()):
+        return None
+    try:
+        saved = TargetProvenance.from_dict(read_json(prov_path, expect=dict))
+    except DamagedFileError as exc:
+        log.warning("recomputing the targets: %s: %s", exc.path, exc.problem)
+        return None
+    except (KeyError, TypeError, ValueError) as exc:  # valid JSON, but not a provenance record
+        log.warning("recomputing the targets: %s: %s", prov_path, exc.args[0] if exc.args else type(exc).__name__)
+        return None
+    if replace(saved, reports=()) != prov:
+        return None
+    return _cached_array(out_dir / "targets.npy", shape)
+
+
 def raw_targets(
     run: Run,
     epoch: int,
@@ -108,10 +149,9 @@ def raw_targets(
     random_passes = passes > 1 or not augment.identity or bn_mode == "batch"
     name = f"epoch_{epoch:03d}-K{passes}-{augment.describe()}-{bn_mode}-s{seed if random_passes else 0}.npy"
     path = run.dir / "distill_targets" / name
-    if path.is_file():
-        cached = np.load(path, allow_pickle=False)
-        if cached.shape == (len(x_train), n_classes):
-            return cached
+    cached = _cached_array(path, (len(x_train), n_classes))
+    if cached is not None:
+        return cached
     model = load_model(run, epoch, expect={"n_classes": n_classes}, device=device)
     targets = teacher_targets(model, x_train, passes, augment, bn_mode=bn_mode, seed=seed, device=device)
     atomic_save_npy(path, targets)
@@ -138,10 +178,9 @@ def prepare_targets(cfg: RunConfig, student: Run, data: Dataset, device: torch.d
         transforms=(spec,),
     )
     out_dir = student.dir / "targets"
-    if (out_dir / "targets.npy").is_file() and (out_dir / "provenance.json").is_file():
-        saved = TargetProvenance.from_dict(json.loads((out_dir / "provenance.json").read_text()))
-        if replace(saved, reports=()) == prov:
-            return np.load(out_dir / "targets.npy", allow_pickle=False)
+    saved = _saved_targets(out_dir, prov, (len(data.x_train), data.n_classes))
+    if saved is not None:
+        return saved
     common = (d.passes, augment, d.bn_mode, d.target_seed, data.x_train, data.n_classes, device)
     raw = raw_targets(teacher, epoch, *common)
     order = None

@@ -10,11 +10,13 @@ from typing import Any
 import yaml
 
 from logitscope.config import ConfigError, parse_float
+from logitscope.store.errors import detail, one_line, parse_yaml, read_yaml
 
 PRESET_DIR = "presets"
 SECTIONS = ("name", "seeds", "train", "evaluate", "teacher", "distill", "analysis", "manifolds", "theory")
 # Keys that may be null, with an example of their other values' type.
 NULLABLE = {"evaluate.n": 0, "teacher.fixed_epoch": 0, "analysis.epoch": 0, "manifolds.eps": 0.0}
+_FIX_PRESET = "fix it, or start again from a copy of a built-in preset (e.g. digits)"
 
 
 def preset_names() -> list[str]:
@@ -28,14 +30,14 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise FileNotFoundError(f"preset file {path} does not exist")
-        text = path.read_text()
+        preset = read_yaml(path, _FIX_PRESET)
     else:
         if name_or_path not in preset_names():
             raise ConfigError(
                 f"unknown preset {name_or_path!r}: expected one of {', '.join(preset_names())} or a YAML file"
             )
-        text = (resources.files("logitscope.plan") / PRESET_DIR / f"{name_or_path}.yaml").read_text()
-    preset = yaml.safe_load(text)
+        resource = resources.files("logitscope.plan") / PRESET_DIR / f"{name_or_path}.yaml"
+        preset = parse_yaml(resource.read_text(), str(resource), "reinstall logitscope")
     if not isinstance(preset, dict):
         raise ConfigError(f"preset {name_or_path}: expected a mapping of sections {SECTIONS}")
     unknown = sorted(set(preset) - set(SECTIONS))
@@ -78,7 +80,13 @@ def _check_types(preset: dict[str, Any], schema: dict[str, Any], where: str, pre
 
 
 def _typed(value: str, current: Any, key: str) -> Any:
-    parsed = yaml.safe_load(value) if value.strip() else None
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:  # a command-line value, e.g. "[1, 2" or a Python tag
+        why = one_line(getattr(exc, "problem", None) or detail(exc), 120)
+        raise ConfigError(
+            f"{key}={value!r}: not a plain YAML value ({why}): expected e.g. 3, 0.1, [1, 2] or text"
+        ) from None
     if key in NULLABLE:
         if parsed is None:
             return None

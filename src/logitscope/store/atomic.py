@@ -16,6 +16,18 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from logitscope.store.errors import load_npz
+
+__all__ = [
+    "atomic_save_npy",
+    "atomic_save_npz",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "load_npz",  # the reader of what atomic_save_npz writes; one-line errors (store.errors)
+]
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place."""
@@ -58,12 +70,6 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
         fh.write(buf.getvalue())
 
     return atomic_write(path, write)
-
-
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` file without allowing pickled objects."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 def _json_default(obj: Any) -> Any:

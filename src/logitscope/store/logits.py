@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from logitscope.store.atomic import atomic_save_npy
+from logitscope.store.errors import load_npy
 
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.npy$")
 SPLIT_ORDER = ("train", "val", "test")
+# Logits are written by training only: a damaged file means retraining that run.
+_REMEDY = "delete the run folder and train it again (logitscope train, or logitscope reproduce)"
 
 
 def epoch_filename(epoch: int) -> str:
@@ -64,7 +67,7 @@ class LogitStore:
 
     def labels(self, split: str) -> np.ndarray:
         """``(N,)`` int64 labels of ``split`` in dataset order."""
-        return np.load(self._split_dir(split) / "labels.npy", allow_pickle=False)
+        return load_npy(self._split_dir(split) / "labels.npy", remedy=_REMEDY)
 
     def get(self, split: str, epoch: int | None = None) -> np.ndarray:
         """``(N, C)`` float32 logits (memory-mapped); ``epoch=None`` is the last stored epoch."""
@@ -76,7 +79,7 @@ class LogitStore:
         path = self._split_dir(split) / epoch_filename(epoch)
         if not path.is_file():
             raise KeyError(f"epoch {epoch} not stored for split {split!r}: stored epochs {eps}")
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return load_npy(path, mmap_mode="r", remedy=_REMEDY)
 
     def iter_epochs(self, split: str) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(epoch, logits)`` for every stored epoch, memory-mapped one at a time."""

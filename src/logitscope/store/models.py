@@ -9,20 +9,29 @@ import torch
 
 from logitscope.models import TappedModel, build_model
 from logitscope.store import checkpoints
+from logitscope.store.errors import DamagedFileError, detail
 from logitscope.store.runs import Run
+
+_SPEC_KEYS = ("name", "n_classes", "in_channels", "mean", "std")
 
 
 def model_from_payload(payload: dict[str, Any], where: str, expect: dict[str, Any] | None = None) -> TappedModel:
+    """The model a checkpoint payload describes; a payload that is plain data but not a
+    logitscope checkpoint (no spec, no weights, weights of another shape) is a
+    :class:`DamagedFileError` naming ``where``."""
     spec = payload.get("model_spec")
     if not isinstance(spec, dict):
-        raise ValueError(f"checkpoint {where} has no model_spec: not a logitscope checkpoint")
+        raise DamagedFileError(where, "not a logitscope checkpoint (no model_spec)")
+    missing = [k for k in _SPEC_KEYS if k not in spec]
+    if missing or not isinstance(payload.get("model"), dict):
+        what = f"model_spec lacks {missing[0]!r}" if missing else "no model weights"
+        raise DamagedFileError(where, f"not a complete logitscope checkpoint ({what})")
     checkpoints.check_spec(spec, expect or {}, where)
     model = build_model(spec["name"], spec["n_classes"], spec["in_channels"], spec["mean"], spec["std"])
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"checkpoint {where} does not fit model {spec['name']}: {first}") from exc
+        raise DamagedFileError(where, f"its weights do not fit model {spec['name']} ({detail(exc)})") from None
     return model
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import platform
 import subprocess
@@ -27,7 +26,15 @@ from typing import Any
 from logitscope.config import ConfigError, RunConfig, to_plain
 from logitscope.store import checkpoints
 from logitscope.store.atomic import atomic_write_json, atomic_write_text
+from logitscope.store.errors import DamagedFileError, detail, read_json, read_text, read_yaml
 from logitscope.store.logits import LogitStore
+
+_SHORT = object()  # csv restval: a field missing from a row
+# A run's own files are written by training; damage to them means retraining (meta.json
+# only records status, so losing it loses no results).
+_CONFIG_REMEDY = "restore it or delete the run folder and train it again (logitscope train, or logitscope reproduce)"
+_META_REMEDY = "delete it (the run's status is then unknown) and rerun the same logitscope train with --resume"
+_METRICS_REMEDY = "delete the run folder and train it again (logitscope train, or logitscope reproduce)"
 
 
 class RunExistsError(ConfigError):
@@ -81,7 +88,7 @@ class Run:
         self.dir = Path(path)
         if not (self.dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{self.dir} is not a run folder (no config.yaml)")
-        self.config = RunConfig.from_yaml((self.dir / "config.yaml").read_text())
+        self.config = read_config(self.dir / "config.yaml")
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
@@ -93,7 +100,7 @@ class Run:
         """
         path = Path(out) / config.run_id
         if (path / "config.yaml").is_file():
-            existing = RunConfig.from_yaml((path / "config.yaml").read_text())
+            existing = read_config(path / "config.yaml")
             a, b = existing.to_dict(), config.to_dict()
             a.pop("device"), b.pop("device")
             diff = _diff(a, b)
@@ -117,7 +124,7 @@ class Run:
     @property
     def meta(self) -> dict[str, Any]:
         p = self.dir / "meta.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        return read_json(p, _META_REMEDY, expect=dict) if p.is_file() else {}
 
     def update_meta(self, **fields: Any) -> None:
         meta = self.meta
@@ -149,8 +156,7 @@ class Run:
         p = self.dir / "metrics.csv"
         if not p.is_file():
             return []
-        rows = list(csv.DictReader(io.StringIO(p.read_text())))
-        return [{k: _num(v) for k, v in r.items()} for r in rows]
+        return read_metrics(p)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -191,6 +197,35 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.dir})"
+
+
+def read_config(path: Path) -> RunConfig:
+    """A run's ``config.yaml``; a file that is not YAML (or asks YAML to build Python
+    objects) is a one-line :class:`DamagedFileError`, a bad key a :class:`ConfigError` naming the file."""
+    data = read_yaml(path, _CONFIG_REMEDY)
+    if data is not None and not isinstance(data, dict):
+        problem = f"holds a YAML {type(data).__name__}, expected a mapping of settings"
+        raise DamagedFileError(path, problem, _CONFIG_REMEDY)
+    try:
+        return RunConfig.from_dict(data or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.csv``; a row with fewer fields than the header means the file was
+    cut short or edited, and is refused rather than read as missing values."""
+    try:
+        reader = csv.DictReader(io.StringIO(read_text(path, _METRICS_REMEDY)), restval=_SHORT)
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DamagedFileError(path, f"not a readable CSV ({detail(exc)})", _METRICS_REMEDY) from None
+    width = len(reader.fieldnames or [])
+    for line, row in enumerate(rows, start=2):
+        if None in row or _SHORT in row.values():
+            problem = f"not a complete metrics table (line {line} lacks the header's {width} fields: truncated?)"
+            raise DamagedFileError(path, problem, _METRICS_REMEDY)
+    return [{k: _num(v) for k, v in r.items()} for r in rows]
 
 
 def _num(v: str) -> Any:
