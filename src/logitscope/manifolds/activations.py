@@ -2,8 +2,9 @@
 
 For P exemplar test images (balanced over classes, seeded), M points in each eps-ball:
 adversarial perturbations (PGD from different random starts, and PGD targeted towards
-different classes) or uniform random points. Every named layer's activations come back as
-``(P, N, M)`` arrays, randomly projected (seeded Gaussian) to at most ``max_features``.
+different wrong classes, see :func:`point_target`) or uniform random points. Every named
+layer's activations come back as ``(P, N, M)`` arrays, randomly projected (seeded Gaussian)
+to at most ``max_features``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,29 @@ def choose_exemplars(labels: np.ndarray, p: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.asarray(chosen))
 
 
+def point_target(j: int, y: torch.Tensor | int, n_classes: int) -> torch.Tensor | int | None:
+    """Target class of adversarial ball point ``j`` for images of label ``y``.
+
+    Even-numbered points are untargeted PGD (None). The odd-numbered ones, the k-th targeted
+    point being ``j = 2k + 1``, are PGD towards ``(y + 1 + k % (C - 1)) % C``: they cycle
+    over the C - 1 wrong classes ``y+1, ..., y+C-1`` (mod C) and never target ``y`` itself,
+    which would pull the point towards its label instead of attacking it.
+
+    Args:
+        j: point index in the ball, >= 0.
+        y: label(s) in [0, C), an int or a (P,) tensor.
+        n_classes: C >= 2.
+
+    Returns:
+        None for an untargeted point, else the target class(es), of the type of ``y``.
+    """
+    if n_classes < 2 or j < 0:
+        raise ValueError(f"j={j}, n_classes={n_classes}: expected j >= 0 and at least 2 classes")
+    if j % 2 == 0:
+        return None
+    return (y + 1 + (j // 2) % (n_classes - 1)) % n_classes
+
+
 def ball_points(
     model: TappedModel,
     x: torch.Tensor,
@@ -52,12 +76,16 @@ def ball_points(
     """``(P, M, C, H, W)`` points in the eps-balls around ``x`` ((P, C, H, W) in [0, 1]).
 
     ``adversarial``: even-numbered points are untargeted PGD from different random starts,
-    odd-numbered ones PGD towards the classes ``y+1, y+2, ...`` (mod the class count).
+    odd-numbered ones PGD towards the wrong classes ``y+1, y+2, ..., y+C-1`` in turn (mod
+    C; :func:`point_target`), never towards ``y``.
     ``uniform``: uniform random points of the ball (clipped to the box).
     """
     check_eps(eps)
     if kind not in POINT_KINDS:
         raise ValueError(f"point kind {kind!r}: expected one of {', '.join(POINT_KINDS)}")
+    if n_classes < 2 or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < n_classes):
+        lo, hi = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+        raise ValueError(f"labels in [{lo}, {hi}] for n_classes={n_classes}: expected labels in [0, C), C >= 2")
     g = torch.Generator(x.device).manual_seed(seed)
     model.eval()
     out = []
@@ -65,10 +93,9 @@ def ball_points(
         if kind == "uniform":
             noise = torch.rand(x.shape, generator=g, device=x.device) * 2 - 1
             out.append((x + eps * noise).clamp(0, 1))
-        elif j % 2 == 0:
+        elif (target := point_target(j, y, n_classes)) is None:
             out.append(pgd(model, x, y, eps, 2.5 * eps / steps, steps, True, g))
         else:
-            target = (y + 1 + j // 2) % n_classes
 
             def toward(logits: torch.Tensor, _: torch.Tensor, t: torch.Tensor = target) -> torch.Tensor:
                 return -F.cross_entropy(logits, t, reduction="sum")

@@ -21,33 +21,118 @@ from logitscope.store.runs import Run
 log = logging.getLogger(__name__)
 
 
+MEASURES = ("capacity", "radius", "dimension", "center_corr")
+
+
+def mftma_undefined(p: int, n: int, m: int) -> str | None:
+    """Why MFTMA is undefined for P manifolds of M points each in N dimensions (None if it is not).
+
+    Conditions, each with its own clause in the reason:
+
+    - N >= P. With fewer features than manifolds the P centres span every feature (their rank
+      is min(P - 1, N) = N). The centre-correlation removal (Cohen et al. 2020; the reference
+      implementation takes a (P - 1)-dimensional basis of the centres) looks for shared
+      directions inside the centres' span and projects them out of every point; when that
+      span is the whole space the reference's search for K can run to K = N, which leaves
+      nothing, and :func:`~logitscope.manifolds.mftma` only returns numbers because it caps K
+      at N - 1. The load P / N is then above 1, so the simulated capacity P / N_c (N_c <= N)
+      could only find capacities above 1. The paper's logits layer (N = 10 classes, P = 40 or
+      50 images) is such a layer.
+    - M < N: :func:`~logitscope.manifolds.mftma` requires fewer points per manifold than
+      features (each manifold's (M - 1)-dimensional span and its centre direction must fit).
+    - P >= 3: the removal keeps K <= P - 2 directions.
+
+    Returns:
+        ``"undefined: ..."`` naming the failed conditions, or None where MFTMA is defined.
+    """
+    why = []
+    if n < p:
+        why.append(f"{p} manifolds in {n} dimensions (MFTMA needs N >= P: the centres would span every feature)")
+    if m >= n:
+        why.append(f"{m} points per manifold in {n} dimensions (MFTMA needs M < N)")
+    if p < 3:
+        why.append(f"{p} manifolds (the centre-correlation removal needs P >= 3)")
+    return "undefined: " + "; ".join(why) if why else None
+
+
+def _undefined_row(row: dict[str, Any], reason: str, simulate: bool) -> dict[str, Any]:
+    row.update({k: None for k in MEASURES}, K=None, defined=False, undefined=reason)
+    if simulate:
+        row["simulated_capacity"] = None
+    return row
+
+
 def layer_geometry(
     acts: dict[str, np.ndarray], n_t: int, seed: int, simulate: bool, n_dichotomies: int = 50
 ) -> dict[str, dict[str, Any]]:
-    """MFTMA (and simulated capacity) of every layer whose width exceeds the points per ball."""
+    """MFTMA (and simulated capacity) of every layer's ``(P, N, M)`` activations.
+
+    Every row has ``features`` (N), ``manifolds`` (P), ``points`` (M) and ``defined``. A
+    defined row has the measures ``capacity``, ``radius``, ``dimension``, ``center_corr``, the
+    removed directions ``K``, ``seconds`` and (``simulate``) ``simulated_capacity``, which is
+    None with a reason in ``simulated_undefined`` when even all N features separate fewer
+    than half the dichotomies. An undefined row (see :func:`mftma_undefined`; also a layer
+    whose data MFTMA rejects, or where it returns a non-finite measure) has those measures
+    as None and the reason in ``undefined``.
+    """
     from logitscope.manifolds import mftma, simulated_capacity
 
     out: dict[str, dict[str, Any]] = {}
     for name, x in acts.items():
         p, n, m = x.shape
-        if n <= m:
-            out[name] = {"skipped": f"{n} features <= {m} points per manifold"}
+        row: dict[str, Any] = {"features": n, "manifolds": p, "points": m}
+        reason = mftma_undefined(p, n, m)
+        if reason is not None:
+            log.info("MFTMA at %s: %s", name, reason)
+            out[name] = _undefined_row(row, reason, simulate)
             continue
         t0 = time.perf_counter()
-        r = mftma(x, kappa=0.0, n_t=n_t, seed=seed)
-        row = {
-            "capacity": float(r.capacity),
-            "radius": float(r.radius),
-            "dimension": float(r.dimension),
-            "center_corr": float(r.center_corr),
-            "K": int(r.K),
-            "features": n,
-        }
+        try:
+            r = mftma(x, kappa=0.0, n_t=n_t, seed=seed)
+        except ValueError as e:  # degenerate data, e.g. a manifold centred at the mean
+            log.warning("MFTMA at %s is undefined: %s", name, e)
+            out[name] = _undefined_row(row, f"undefined: {e}", simulate)
+            continue
+        values = {k: float(getattr(r, k)) for k in MEASURES}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            reason = f"undefined: MFTMA returned a non-finite {', '.join(bad)}"
+            log.warning("MFTMA at %s: %s", name, reason)
+            out[name] = _undefined_row(row, reason, simulate)
+            continue
+        row.update(values, K=int(r.K), defined=True)
         if simulate:
-            row["simulated_capacity"] = float(simulated_capacity(x, n_dichotomies=n_dichotomies, seed=seed).capacity)
+            sim = float(simulated_capacity(x, n_dichotomies=n_dichotomies, seed=seed).capacity)
+            row["simulated_capacity"] = sim if math.isfinite(sim) else None
+            if not math.isfinite(sim):
+                row["simulated_undefined"] = (
+                    f"undefined: fewer than half of {n_dichotomies} dichotomies are separable with all {n} features"
+                )
         row["seconds"] = round(time.perf_counter() - t0, 3)
         out[name] = row
     return out
+
+
+def undefined_layers(results: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``{model: {layer: reason}}`` of the layers where MFTMA is undefined."""
+    out = {
+        label: {name: v["undefined"] for name, v in r["layers"].items() if not v.get("defined", True)}
+        for label, r in results.items()
+    }
+    return {label: layers for label, layers in out.items() if layers}
+
+
+def undefined_note(results: dict[str, Any]) -> str:
+    """One line per layer (and reason) where MFTMA is undefined, naming the models; "" if none."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for label, layers in undefined_layers(results).items():
+        for name, reason in layers.items():
+            by_reason.setdefault((name, reason), []).append(label)
+    lines = []
+    for (name, reason), labels in by_reason.items():
+        who = "every model" if len(labels) == len(results) else ", ".join(labels)
+        lines.append(f"{name} ({who}): {reason}")
+    return "\n".join(lines)
 
 
 def analyze_models(
@@ -93,14 +178,15 @@ def analyze_models(
             "layers": layer_geometry(acts, n_t, seed, simulate, n_dichotomies),
         }
         log.info(
-            "manifolds %s: %s",
+            "manifolds %s: capacity %s",
             label,
-            {k: round(v.get("capacity", math.nan), 3) for k, v in results[label]["layers"].items()},
+            {k: round(v["capacity"], 3) if v["defined"] else "undefined" for k, v in results[label]["layers"].items()},
         )
     figures = {"fig5": str(fig5_geometry(results, out / "fig5.png"))}
     if simulate:
         figures["figA8"] = str(figA8_capacity(results, out / "figA8.png"))
     claims = manifold_claims(results)
+    note = undefined_note(results)
     summary = {
         "eps": eps,
         "p": n_manifolds,
@@ -109,59 +195,91 @@ def analyze_models(
         "kind": kind,
         "exemplars": idx.tolist(),
         "models": results,
+        "undefined": undefined_layers(results),
         "figures": figures,
         "claims": claims,
     }
     atomic_write_json(out / "manifolds.json", summary)
     atomic_write_json(out / "claims.json", claims)
-    atomic_write_text(
-        out / "summary.txt",
+    text = (
         f"P = {n_manifolds} exemplar test images, M = {n_points} {kind} points in "
-        f"each L-inf ball of radius {eps:.4g}; MFTMA with n_t = {n_t}.",
+        f"each L-inf ball of radius {eps:.4g}; MFTMA with n_t = {n_t}."
     )
+    if note:
+        text += "\nMFTMA is undefined at (no measures; left out of the figures and claims):\n" + note
+    atomic_write_text(out / "summary.txt", text)
     return summary
 
 
-def _series(results: dict[str, Any], label: str, key: str) -> list[float]:
-    layers = results[label]["layers"]
-    return [v[key] for v in layers.values() if key in v]
+def _series(results: dict[str, Any], label: str, key: str) -> dict[str, float]:
+    """``{layer: value}`` of ``key`` over the layers of ``label`` where it is defined, in order."""
+    return {n: v[key] for n, v in results[label]["layers"].items() if v.get(key) is not None}
+
+
+def _left_out(results: dict[str, Any], labels: tuple[str, ...], names: list[str]) -> str:
+    """``" (logits left out: undefined: ...)"`` for those of ``names`` undefined in a model of ``labels``."""
+    reasons: dict[str, str] = {}
+    for label in labels:
+        for n, v in results[label]["layers"].items():
+            if n in names and not v.get("defined", True):
+                reasons.setdefault(n, v["undefined"])
+    return "".join(f" ({n} left out: {r})" for n, r in reasons.items())
 
 
 def manifold_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Section 4.2 / A.4.3 findings checked on these models."""
+    """Section 4.2 / A.4.3 findings checked on these models, on the layers where MFTMA is
+    defined; a statistic names the layers it uses and the undefined ones it leaves out."""
     claims = []
     if "ST teacher" in results and "AT teacher" in results:
+        pair = ("ST teacher", "AT teacher")
         st, at = _series(results, "ST teacher", "radius"), _series(results, "AT teacher", "radius")
-        if len(st) > 1 and len(at) > 1:
+        hidden = [n for n in st if n in at and n != "input"]
+        if hidden:
+            first = hidden[0]
+            order = list(results["ST teacher"]["layers"])
+            before = order[1 : order.index(first)]
             claims.append(
                 {
                     "claim": "Adversarial-ball radius grows faster in early layers of the non-robust (ST) network",
-                    "statistic": f"radius at the first hidden layer: ST {st[1]:.3f}, AT {at[1]:.3f}",
-                    "holds": bool(st[1] > at[1]),
+                    "statistic": f"radius at the first hidden layer ({first}): ST {st[first]:.3f}, "
+                    f"AT {at[first]:.3f}" + _left_out(results, pair, before),
+                    "holds": bool(st[first] > at[first]),
                 }
             )
         for label in ("correct-fix-1 student", "hybrid student"):
             if label in results:
                 c_s, c_at = _series(results, label, "capacity"), _series(results, "AT teacher", "capacity")
                 c_st = _series(results, "ST teacher", "capacity")
-                if c_s and c_at and c_st:
+                common = [n for n in c_s if n in c_at and n in c_st]
+                if common:
+                    last = common[-1]
+                    order = list(results[label]["layers"])
+                    after = order[order.index(last) + 1 :]
                     claims.append(
                         {
                             "claim": f"The {label}'s capacity falls towards the ST teacher's",
-                            "statistic": f"last-layer capacity: {label} {c_s[-1]:.3f}, AT {c_at[-1]:.3f}, "
-                            f"ST {c_st[-1]:.3f}",
-                            "holds": bool(abs(c_s[-1] - c_st[-1]) < abs(c_s[-1] - c_at[-1])),
+                            "statistic": f"capacity at the last layer where MFTMA is defined ({last}): "
+                            f"{label} {c_s[last]:.3f}, AT {c_at[last]:.3f}, ST {c_st[last]:.3f}"
+                            + _left_out(results, (label, *pair), after),
+                            "holds": bool(abs(c_s[last] - c_st[last]) < abs(c_s[last] - c_at[last])),
                         }
                     )
-    mft = [v["capacity"] for r in results.values() for v in r["layers"].values() if "simulated_capacity" in v]
-    sim = [v["simulated_capacity"] for r in results.values() for v in r["layers"].values() if "simulated_capacity" in v]
-    if len(mft) > 2:
+    simulated = [v for r in results.values() for v in r["layers"].values() if "simulated_capacity" in v]
+    pairs = [
+        (v["capacity"], v["simulated_capacity"])
+        for v in simulated
+        if v["capacity"] is not None and v["simulated_capacity"] is not None
+    ]
+    if len(pairs) > 2:
+        mft, sim = np.asarray(pairs).T
         rho = float(np.corrcoef(mft, sim)[0, 1])
-        ratio = float(np.median(np.asarray(mft) / np.asarray(sim)))
+        ratio = float(np.median(mft / sim))
+        n_undefined = len(simulated) - len(pairs)
         claims.append(
             {
                 "claim": "MFTMA capacity approximately predicts simulated capacity, mildly overestimating",
-                "statistic": f"correlation {rho:.2f}, median MFTMA/simulated {ratio:.2f} over {len(mft)} layers",
+                "statistic": f"correlation {rho:.2f}, median MFTMA/simulated {ratio:.2f} over {len(pairs)} layers"
+                + (f" ({n_undefined} layers where either is undefined left out)" if n_undefined else ""),
                 "holds": bool(rho > 0.8 and ratio >= 1.0),
             }
         )
