@@ -324,3 +324,34 @@ def test_students_follow_the_choice_and_a_rerun_choice_keeps_them(chosen_copy, t
     assert json.loads((out / "plan" / "teacher.json").read_text())["epoch"] == epoch
     assert "choose-teacher" in ran and not {r for r in ran if r.startswith(("train-", "distill-"))}
     assert {r for r in ran if r.startswith("eval-")} == {r for r in plan.stages if r.startswith("eval-")}
+
+
+def test_a_stage_whose_listed_output_is_cut_short_or_deleted_runs_again(tmp_path):
+    def plan() -> Plan:
+        return Plan(tmp_path, [Stage("w", "evaluate", f"{__name__}:writer_stage", {})], [])
+
+    assert execute(plan, None, RecordingExecutor()) == (1, {})
+    record = tmp_path / "records" / "w.npz"
+    assert plan().is_done("w") and json.loads(plan().marker("w").read_text())["outputs"] == {"records/w.npz": 64}
+    record.write_bytes(record.read_bytes()[:10])  # truncated, e.g. by a full disk
+    assert not plan().is_done("w")
+    assert execute(plan, None, RecordingExecutor()) == (1, {}) and record.stat().st_size == 64
+    record.unlink()
+    assert not plan().is_done("w")
+
+
+def writer_stage(out: Path) -> dict[str, Any]:
+    path = out / "records" / "w.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * 64)
+    return {"outputs": [str(path)]}
+
+
+def test_a_damaged_marker_or_failure_record_is_not_trusted(tmp_path):
+    run_toy(tmp_path)
+    plan = toy_plan(tmp_path)
+    plan.marker("a").write_bytes(b"\x80\x04not json at all")
+    assert not plan.is_done("a") and plan.result("a") == {}
+    plan.failure_marker("b").parent.mkdir(parents=True, exist_ok=True)
+    plan.failure_marker("b").write_text("{cut")
+    assert plan.failure("b") is None

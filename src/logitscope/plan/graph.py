@@ -28,6 +28,7 @@ from typing import Any
 from logitscope.config import RunConfig, run_preset
 from logitscope.plan.preset import apply_preset_overrides, load_preset
 from logitscope.store.atomic import atomic_write_json
+from logitscope.store.errors import DamagedFileError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -85,23 +86,34 @@ class Plan:
     def _read_marker(self, path: Path) -> dict[str, Any] | None:
         """A marker of the stage's current key, or None (absent, stale, or damaged: a damaged
         marker is never trusted, so the stage runs again)."""
-        if not path.is_file():
-            return None
         try:
-            info = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            log.warning("%s is damaged: the stage runs again", path)
+            info = read_json(path, expect=dict)
+        except FileNotFoundError:
+            return None
+        except DamagedFileError as exc:
+            log.warning("%s; the stage runs again", exc)
             return None
         name = path.stem
-        if not isinstance(info, dict) or name not in self.stages or info.get("key") != self.stages[name].key:
+        if name not in self.stages or info.get("key") != self.stages[name].key:
             return None
         return info
 
     def is_done(self, name: str) -> bool:
-        """Finished with the current key. A report built while stages had failed is not done:
-        a rerun rebuilds it once those stages are retried."""
+        """Finished with the current key, and every output its marker lists still there at the
+        size it was written with (a deleted or truncated record makes the stage run again). A
+        report built while stages had failed is not done: a rerun rebuilds it once those
+        stages are retried."""
         info = self._read_marker(self.marker(name))
-        return info is not None and not info.get("partial", False)
+        if info is None or info.get("partial", False):
+            return False
+        for rel, size in (info.get("outputs") or {}).items():
+            path = self.out / rel
+            if not path.is_file() or path.stat().st_size != size:
+                log.warning(
+                    "%s of stage %s is missing or changed since it was written: the stage runs again", path, name
+                )
+                return False
+        return True
 
     def failure(self, name: str) -> dict[str, Any] | None:
         """The recorded failure of the stage's current key (error, log tail), or None."""
@@ -198,8 +210,14 @@ def log_tail(out: str | Path, name: str, lines: int = 20) -> list[str]:
 
 
 def mark_done(plan: Plan, stage: Stage, result: dict[str, Any], seconds: float, partial: bool = False) -> None:
-    """Record a finished stage (``partial``: built while some dependencies had failed)."""
-    info = {"key": stage.key, "kind": stage.kind, "result": result, "seconds": seconds}
+    """Record a finished stage (``partial``: built while some dependencies had failed). The
+    files a stage lists in ``result["outputs"]`` (paths inside the output folder) are recorded
+    with their sizes, so that ``is_done`` notices one deleted or cut short."""
+    info: dict[str, Any] = {"key": stage.key, "kind": stage.kind, "result": result, "seconds": seconds}
+    outputs = [Path(p).resolve() for p in result.get("outputs", ())]  # as the stage named them
+    if outputs:
+        root = plan.out.resolve()
+        info["outputs"] = {str(p.relative_to(root)): p.stat().st_size for p in outputs if p.is_file()}
     if partial:
         info["partial"] = True
     atomic_write_json(plan.marker(stage.name), info)
@@ -243,9 +261,9 @@ def plan_failures(out: str | Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            found[p.stem] = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            found[p.stem] = {"error": f"{p} is damaged", "blocked_by": None, "log_tail": []}
+            found[p.stem] = read_json(p, expect=dict)
+        except DamagedFileError as exc:
+            found[p.stem] = {"error": str(exc), "blocked_by": None, "log_tail": []}
     return found
 
 
@@ -656,7 +674,7 @@ def rebuild_report(out: Path) -> Path:
     saved = Path(out) / "plan" / "preset.json"
     if not saved.is_file():
         raise FileNotFoundError(f"{out} holds no reproduce output (no plan/preset.json)")
-    info = json.loads(saved.read_text())
+    info = read_json(saved, remedy="rerun logitscope reproduce with the same preset to rewrite it", expect=dict)
     plan = build_plan(info["preset"], Path(out), info.get("data_dir"))
     s = plan.stages["report"]
     result = run_stage(str(out), s.fn, s.params)

@@ -10,13 +10,13 @@ Layout of a reproduce output folder::
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from logitscope.config import RunConfig
 from logitscope.store.atomic import atomic_write_json
+from logitscope.store.errors import read_json
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +41,21 @@ def train_stage(out: Path, config: dict[str, Any]) -> dict[str, Any]:
 def evaluate_stage(
     out: Path, run_id: str, epoch: int, eps: float, n_iter: int, n_restarts: int, n: int | None, batch_size: int
 ) -> dict[str, Any]:
-    from logitscope.evaluation import evaluate
+    from logitscope.evaluation import evaluate, record_path
 
     s = evaluate(
         runs_dir(out) / run_id, epoch, eps=eps, n=n, n_iter=n_iter, n_restarts=n_restarts, batch_size=batch_size
     )
-    return {k: s[k] for k in ("clean_acc", "robust_acc", "seconds", "epoch")}
+    record = record_path(runs_dir(out) / run_id, "paper", epoch)
+    outputs = [str(record), str(record.with_suffix(".json"))]
+    return {**{k: s[k] for k in ("clean_acc", "robust_acc", "seconds", "epoch")}, "outputs": outputs}
 
 
 def eval_summary(out: Path, run_id: str, epoch: int, protocol: str = "paper") -> dict[str, Any] | None:
     from logitscope.evaluation import record_path
 
     p = record_path(runs_dir(out) / run_id, protocol, epoch).with_suffix(".json")
-    return json.loads(p.read_text()) if p.is_file() else None
+    return read_json(p, expect=dict) if p.is_file() else None
 
 
 def choose_teacher(
