@@ -154,7 +154,12 @@ def test_pairwise_rank_disagreement_groups():
     assert s["AT-AT"]["mean"] < s["AT-ST"]["mean"]
     at_st = np.stack([res.fraction[i, j] for i, j in res.pairs()["AT-ST"]])
     assert s["AT-ST"]["mean"] == pytest.approx(at_st.mean())
-    np.testing.assert_allclose(s["AT-ST"]["per_class_sd"], at_st.std(axis=0))
+    # sd over model pairs: sample sd (ddof=1); undefined (NaN) for the one AT-AT pair.
+    np.testing.assert_allclose(s["AT-ST"]["per_class_sd"], at_st.std(axis=0, ddof=1))
+    assert s["AT-ST"]["sd"] == pytest.approx(at_st.mean(axis=1).std(ddof=1))
+    assert s["AT-AT"]["n_pairs"] == 1 and np.isnan(s["AT-AT"]["sd"])
+    assert np.isnan(s["AT-AT"]["per_class_sd"]).all()
+    assert s["AT-AT"]["mean"] == pytest.approx(res.fraction[0, 1].mean())
     assert pair_group("ST", "AT") == pair_group("AT", "ST") == "AT-ST"
 
 
@@ -205,5 +210,9 @@ def test_pairwise_average_overlap():
     s = res.summary()
     assert s["AT-ST"]["n_pairs"] == 2
     np.testing.assert_allclose(s["AT-AT"]["mean"], res.solid[2])
+    # sd over the two AT-ST pairs, ddof=1: |a - b| / sqrt(2); NaN for the single AT-AT pair.
+    np.testing.assert_allclose(s["AT-ST"]["sd"], np.abs(res.solid[0] - res.solid[1]) / np.sqrt(2))
+    np.testing.assert_allclose(s["AT-ST"]["baseline_sd"], np.abs(res.baseline[0] - res.baseline[1]) / np.sqrt(2))
+    assert np.isnan(s["AT-AT"]["sd"]).all() and np.isnan(s["AT-AT"]["baseline_sd"]).all()
     with pytest.raises(ValueError, match="at least two"):
         pairwise_average_overlap(z[:1], labels, ["a"], ["AT"])

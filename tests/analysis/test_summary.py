@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logitscope.analysis.ranks import pairwise_rank_disagreement
+from logitscope.analysis.ranks import error_class_rank, pairwise_rank_disagreement
 from logitscope.analysis.summary import analyze_runs, find_records
 from logitscope.store.atomic import atomic_save_npz
 from logitscope.store.logits import LogitStore, write_labels, write_logits
@@ -97,6 +97,16 @@ def test_analyze_runs_everything(runs, tmp_path):
     assert res["evolution"]["ST0"]["train"]["max_logit"]["epochs"] == list(EPOCHS)
     assert set(res["error_class_rank"]) == {"ST natural", "AT natural", "ST adversarial", "AT adversarial"}
     assert res["adv_acc_by_gap"]["AT"]["counts"] and "ST" in res["adv_acc_by_gap"]
+    # Mean ± sd over runs is the sample sd (ddof=1): |a - b| / sqrt(2) for two runs.
+    for stat, m in (("gap", "mean"), ("max_logit", "skew")):
+        a, b = (res["distributions"][n]["test"][stat][m] for n in ("AT0", "AT1"))
+        g = res["distribution_groups"]["test"][stat]["AT"][m]
+        assert g["n"] == 2
+        assert g["mean"] == pytest.approx((a + b) / 2)
+        assert g["sd"] == pytest.approx(abs(a - b) / np.sqrt(2))
+    fr = [error_class_rank(z, np.repeat(np.arange(C), 15)).fraction for z in logits[2:]]
+    np.testing.assert_allclose(res["error_class_rank"]["AT natural"]["sd"], np.abs(fr[0] - fr[1]) / np.sqrt(2))
+    np.testing.assert_allclose(res["error_class_rank"]["AT natural"]["mean"], (fr[0] + fr[1]) / 2)
     claims = {c["claim"]: c for c in res["claims"]}
     assert claims["AT logit gaps are smaller than ST"]["holds"] is True
     assert claims["AT seeds rank images alike (1.1%)"]["paper"] == 0.011
@@ -116,6 +126,12 @@ def test_analyze_runs_without_records_or_images(runs, tmp_path):
     assert "adv_acc_by_gap" not in res
     assert res["distributions"]["ST0"]["test"]["max_logit"]["epoch"] == 1
     assert set(res["rank_disagreement"]["groups"]) == {"AT-ST"}
+    # One run per group: the sd over runs is undefined, written as null (not 0).
+    one = res["distribution_groups"]["test"]["gap"]["AT"]["mean"]
+    assert one["n"] == 1 and one["sd"] is None
+    assert one["mean"] == pytest.approx(res["distributions"]["AT0"]["test"]["gap"]["mean"])
+    assert all(v is None for v in res["error_class_rank"]["AT natural"]["sd"])
+    assert res["rank_disagreement"]["groups"]["AT-ST"]["sd"] is None
     claims = {c["claim"]: c for c in res["claims"]}
     assert claims["AT adversarial accuracy rises with the clean logit gap"]["holds"] is None
     assert claims["AT seeds rank images alike (1.1%)"]["holds"] is None

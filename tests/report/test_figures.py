@@ -113,3 +113,28 @@ def test_save_figure_is_atomic_png(tmp_path):
     path = figures.save_figure(fig, tmp_path / "sub" / "line.png")
     _check_png(path)
     assert [p.name for p in path.parent.iterdir()] == ["line.png"]
+
+
+def _texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text)]
+
+
+@pytest.mark.filterwarnings("error")
+def test_one_run_or_pair_shows_no_sd_and_no_nan(stats, tmp_path, monkeypatch):
+    """sd over runs is undefined for one run (NaN): no band, no error bar, no "nan" text, no warning."""
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or save(fig, path))
+    one = stack_histograms([stats["ST"]["gap"]])
+    _check_png(figures.fig2a_gap_histograms(one, stack_histograms([stats["AT"]["gap"]]), tmp_path / "2a.png"))
+    zs = [_logits(0, 3.0), _logits(2, 1.0)]
+    rd = pairwise_rank_disagreement(zs, LABELS, ["s0", "a0"], ["ST", "AT"])
+    _check_png(figures.fig3b_rank_disagreement(rd, tmp_path / "3b.png"))
+    _check_png(figures.fig3c_error_class_rank({"AT natural": [error_class_rank(zs[1], LABELS)]}, tmp_path / "3c.png"))
+    ao = pairwise_average_overlap(zs, LABELS, ["s0", "a0"], ["ST", "AT"])
+    _check_png(figures.fig3d_average_overlap(ao, tmp_path / "3d.png"))
+    texts = [t for fig in drawn for t in _texts(fig)]
+    assert not [t for t in texts if "nan" in t.lower()]
+    assert any(t.startswith("AT-ST: ") and t.endswith("(1 pair)") for t in texts)

@@ -94,3 +94,22 @@ def test_bad_inputs_raise_one_line(tmp_path, call, match):
         call(tmp_path / "x.png")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.filterwarnings("error")
+def test_single_seeds_draw_no_sd_and_no_nan(tmp_path, monkeypatch):
+    """One seed: sd undefined (NaN), drawn without error bar or band, labelled n=1, no warning."""
+    from matplotlib.text import Text
+
+    from logitscope.report import figures_distill
+
+    drawn = []
+    save = figures_distill._save
+    monkeypatch.setattr(figures_distill, "_save", lambda fig, path: drawn.append(fig) or save(fig, path))
+    one = {1: [0.12], 3: [0.22], 7: [0.30]}
+    _check_png(fig4b_accuracy_vs_k(one, tmp_path / "b.png", one, normal=[0.30]))
+    _check_png(figA6_teacher_epoch({20: [0.7], 40: [0.75]}, {20: [0.38], 40: [0.3]}, tmp_path / "a6.png"))
+    _check_png(figA7_l1_vs_kl({"l1": {20: [0.7]}}, {"l1": {20: [0.38]}}, tmp_path / "a7.png"))
+    texts = [t.get_text() for fig in drawn for t in fig.findobj(Text)]
+    assert "normal distillation (n=1)" in texts
+    assert not [t for t in texts if "nan" in t.lower()]

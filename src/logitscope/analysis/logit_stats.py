@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from logitscope.stats import mean_sd_axis
 from logitscope.store.logits import LogitStore
 
 log = logging.getLogger(__name__)
@@ -333,8 +334,9 @@ class GapAccuracy:
 
     @property
     def sd(self) -> np.ndarray:
-        """``(B,)`` population standard deviation over runs, ignoring empty bins."""
-        return _nan_stat(np.nanstd, self.accuracy)
+        """``(B,)`` sample standard deviation (ddof=1) over runs, ignoring empty bins; NaN where
+        fewer than two runs have images in a bin."""
+        return mean_sd_axis(self.accuracy)[1]
 
     def trend(self, min_count: int = 10) -> float:
         """Spearman correlation between bin center and mean accuracy over bins with enough images.

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from logitscope.stats import mean_sd, mean_sd_axis
+
 CONFIDENCE_KINDS = ("true", "max")
 
 
@@ -197,17 +199,21 @@ class RankDisagreement:
 
     def summary(self) -> dict[str, dict[str, float | int | list[float]]]:
         """Per pair group: per-class mean and sd over pairs, and the mean and sd over pairs of
-        the class-averaged fraction (the paper's 11.8% AT-ST, 1.1% AT-AT)."""
+        the class-averaged fraction (the paper's 11.8% AT-ST, 1.1% AT-AT).
+
+        The sd is over model pairs (runs), so it is `logitscope.stats`' sample sd: NaN for a
+        group of one pair."""
         out = {}
         for group, pairs in self.pairs().items():
             per_pair = np.stack([self.fraction[i, j] for i, j in pairs])
-            overall = per_pair.mean(axis=1)
+            per_class_mean, per_class_sd = mean_sd_axis(per_pair)
+            mean, sd = mean_sd(per_pair.mean(axis=1))
             out[group] = {
                 "n_pairs": len(pairs),
-                "per_class_mean": per_pair.mean(axis=0).tolist(),
-                "per_class_sd": per_pair.std(axis=0).tolist(),
-                "mean": float(overall.mean()),
-                "sd": float(overall.std()),
+                "per_class_mean": per_class_mean.tolist(),
+                "per_class_sd": per_class_sd.tolist(),
+                "mean": mean,
+                "sd": sd,
             }
         return out
 
@@ -400,17 +406,21 @@ class AverageOverlap:
         return [pair_group(self.groups[i], self.groups[j]) for i, j in self.pairs]
 
     def summary(self) -> dict[str, dict[str, list[float] | int]]:
-        """Per pair group: mean and sd over pairs of the solid and baseline curves."""
+        """Per pair group: mean and sd over pairs of the solid and baseline curves.
+
+        The sd is over model pairs (runs): `logitscope.stats`' sample sd, NaN for one pair."""
         groups = np.array(self.pair_groups)
         out = {}
         for g in sorted(set(groups)):
             sel = groups == g
+            mean, sd = mean_sd_axis(self.solid[sel])
+            base_mean, base_sd = mean_sd_axis(self.baseline[sel])
             out[g] = {
                 "n_pairs": int(sel.sum()),
-                "mean": self.solid[sel].mean(axis=0).tolist(),
-                "sd": self.solid[sel].std(axis=0).tolist(),
-                "baseline_mean": self.baseline[sel].mean(axis=0).tolist(),
-                "baseline_sd": self.baseline[sel].std(axis=0).tolist(),
+                "mean": mean.tolist(),
+                "sd": sd.tolist(),
+                "baseline_mean": base_mean.tolist(),
+                "baseline_sd": base_sd.tolist(),
             }
         return out
 

@@ -40,6 +40,7 @@ from logitscope.analysis.ranks import (
     rank_scatter,
 )
 from logitscope.report import figures
+from logitscope.stats import mean_sd, mean_sd_axis
 from logitscope.store.atomic import atomic_write_json, atomic_write_text, load_npz
 from logitscope.store.logits import LogitStore
 
@@ -132,8 +133,9 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
 
 
 def _mean_sd(values: Sequence[float]) -> dict[str, float | int]:
-    v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "sd": float(v.std()), "n": len(v)}
+    """Mean ± sample sd over runs (`logitscope.stats.mean_sd`; sd NaN, written as null, for one run)."""
+    mean, sd = mean_sd(values)
+    return {"mean": mean, "sd": sd, "n": sum(1 for v in values if v is not None and not math.isnan(v))}
 
 
 def _group_moments(stats: Sequence[DistributionStats], epoch: int | None) -> dict[str, dict[str, float | int]]:
@@ -258,6 +260,8 @@ def analyze_runs(
         for s in splits[first_st]
         if all(s in dist[i] for i in dist)
     }
+    # d.sd here (and in distributions.csv) is the spread of one run's logit statistic over its
+    # images, a property of that distribution, not an sd over seeds: population sd, left as is.
     result["evolution"] = {
         names[i]: {
             s: {k: {"epochs": d.epochs, "mean": d.mean, "sd": d.sd, "skew": d.skew} for k, d in by.items()}
@@ -365,15 +369,15 @@ def analyze_runs(
         else:
             skipped[f"error_class_rank {g} adversarial"] = f"no robustness records for any {g} run"
     figs["fig3c_error_class_rank"] = str(figures.fig3c_error_class_rank(errors, out / "fig3c_error_class_rank.png"))
-    result["error_class_rank"] = {
-        name: {
-            "mean": np.stack([r.fraction for r in rs]).mean(axis=0),
-            "sd": np.stack([r.fraction for r in rs]).std(axis=0),
+    result["error_class_rank"] = {}
+    for name, rs in errors.items():
+        mean, sd = mean_sd_axis(np.stack([r.fraction for r in rs]))  # over runs; sd NaN for one run
+        result["error_class_rank"][name] = {
+            "mean": mean,
+            "sd": sd,
             "n_errors": [r.n_errors for r in rs],
             "n_skipped": [r.n_skipped for r in rs],
         }
-        for name, rs in errors.items()
-    }
     _write_csv(
         out / "error_class_rank.csv",
         ["errors", "k", "mean_fraction", "sd_fraction"],
@@ -394,6 +398,7 @@ def analyze_runs(
         result["adv_acc_by_gap"] = {
             "edges": bins,
             **{
+                # a.sd: sd over runs, computed by logit_stats.GapAccuracy
                 g: {"mean": a.mean, "sd": a.sd, "counts": a.counts, "trend_spearman": a.trend()}
                 for g, a in (("AT", at_acc), ("ST", st_acc))
                 if a is not None

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from logitscope.report.model import Claim, Figure, Report, Section, Table
+from logitscope.stats import mean_sd
 from logitscope.store.runs import Run, environment
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,12 @@ PAPER_TABLE2 = {
 PAPER_TABLE3 = {"standard": "1.66 h", "pgd-at": "18 h", "distill": "3.83 h"}
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    v = [x for x in values if x is not None and not math.isnan(x)]
-    if not v:
-        return float("nan"), float("nan")
-    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-
-
 def pct(values: Sequence[float]) -> str:
+    """``"74.0% ± 0.6%"``: mean ± sample sd over seeds; ``"74.0% (n=1)"`` for one seed; "—" for none."""
     m, s = mean_sd(values)
-    return "—" if math.isnan(m) else f"{100 * m:.1f}% ± {100 * s:.1f}%"
+    if math.isnan(m):
+        return "—"
+    return f"{100 * m:.1f}% (n=1)" if math.isnan(s) else f"{100 * m:.1f}% ± {100 * s:.1f}%"
 
 
 def _summary(runs: Path, run_id: str, epoch: int | None) -> dict[str, Any] | None:
@@ -111,7 +108,10 @@ def _fmt(v: Any) -> str:
         return f"{v:.3g}"
     if isinstance(v, dict):
         if "mean" in v and not isinstance(v["mean"], (dict, list)):
-            return f"{_fmt(v['mean'])} ± {_fmt(v.get('sd', float('nan')))}"
+            sd = v.get("sd")
+            if sd is None or (isinstance(sd, float) and math.isnan(sd)):  # one run: sd undefined (logitscope.stats)
+                return f"{_fmt(v['mean'])}" + (" (n=1)" if v.get("n") == 1 else " ± —")
+            return f"{_fmt(v['mean'])} ± {_fmt(sd)}"
         parts = [f"{k}: {_fmt(x)}" for k, x in v.items() if not isinstance(x, list)]
         return ", ".join(parts)
     return str(v)
@@ -353,7 +353,12 @@ def table3(runs: Path, all_ids: dict[str, list[str]]) -> Table:
                 )
         m, s = mean_sd(secs)
         rows.append(
-            [kind, PAPER_TABLE3.get(kind, "—"), "—" if math.isnan(m) else f"{m:.1f} s ± {s:.1f} s", str(len(secs))]
+            [
+                kind,
+                PAPER_TABLE3.get(kind, "—"),
+                "—" if math.isnan(m) else f"{m:.1f} s" + (" (n=1)" if math.isnan(s) else f" ± {s:.1f} s"),
+                str(len(secs)),
+            ]
         )
     return Table(
         "table3",

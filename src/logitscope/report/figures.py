@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
+from logitscope.stats import mean_sd_axis
 from logitscope.store.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -119,11 +120,12 @@ def fig2a_gap_histograms(st: Histogram, at: Histogram, path: str | os.PathLike, 
     fig = new_figure(5.0, 3.6)
     ax = fig.subplots()
     for i, (name, h) in enumerate((("ST", st), ("AT", at))):
-        mean, sd = h.density.mean(axis=0), h.density.std(axis=0)
+        mean, sd = mean_sd_axis(h.density)  # over runs (rows); sd NaN (no band) for one run
         epochs = ",".join(str(e) for e in sorted(set(h.epochs.tolist())))
         color = _color(name, i)
         ax.stairs(mean, h.edges, color=color, lw=1.5, label=f"{name} (epoch {epochs}, n={len(h.density)})")
-        ax.stairs(mean + sd, h.edges, baseline=mean - sd, fill=True, color=color, alpha=0.25)
+        if len(h.density) > 1:
+            ax.stairs(mean + sd, h.edges, baseline=mean - sd, fill=True, color=color, alpha=0.25)
     ax.set(
         xlabel="logit gap (max - second)",
         ylabel="density",
@@ -206,7 +208,7 @@ def fig3b_rank_disagreement(
             width,
             yerr=100 * np.array(s["per_class_sd"]),
             color=_color(group, i),
-            label=f"{group}: {100 * s['mean']:.1f}% ± {100 * s['sd']:.1f}",
+            label=f"{group}: {100 * s['mean']:.1f}%" + (f" ± {100 * s['sd']:.1f}" if s["n_pairs"] > 1 else " (1 pair)"),
             capsize=2,
         )
     names = [class_names[c] if class_names is not None else str(c) for c in result.classes]
@@ -236,13 +238,14 @@ def fig3c_error_class_rank(
     width = 0.8 / len(results)
     for i, (name, runs) in enumerate(results.items()):
         frac = np.stack([r.fraction for r in runs])[:, :k_max]
+        mean, sd = mean_sd_axis(frac)  # over runs; NaN (no error bar) for one run
         k = np.arange(1, frac.shape[1] + 1)
         x = k + (i - (len(results) - 1) / 2) * width
         ax.bar(
             x,
-            frac.mean(axis=0),
+            mean,
             width,
-            yerr=frac.std(axis=0),
+            yerr=sd,
             label=name,
             capsize=2,
             color=_color(name.split()[0], i),
@@ -271,7 +274,7 @@ def fig3d_average_overlap(result: AverageOverlap, path: str | os.PathLike, datas
             mean = np.array(s[f"{key}mean"])
             sd = np.array(s[f"{key}sd"])
             ax.plot(result.k, mean, color=color, ls=ls, label=label)
-            ax.fill_between(result.k, mean - sd, mean + sd, color=color, alpha=0.15)
+            ax.fill_between(result.k, mean - sd, mean + sd, color=color, alpha=0.15)  # NaN sd (1 pair): none
     ax.plot([], [], color="0.4", ls="--", label="same-class baseline")
     ax.set(
         xlabel="k",

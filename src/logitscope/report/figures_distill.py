@@ -4,7 +4,8 @@ Each function takes plain arrays or dicts, writes a PNG atomically and returns i
 Figures are built on `matplotlib.figure.Figure` directly (Agg canvas, never pyplot), so nothing
 touches a display or global pyplot state.
 Accuracies are fractions in [0, 1] (plotted as percent); "per seed" inputs are sequences with
-one value per student seed, drawn as mean +- sd (sample sd; 0 for a single seed).
+one value per student seed, drawn as mean +- sd (`logitscope.stats.mean_sd`: sample sd, ddof=1;
+undefined for a single seed, which is drawn without an error bar or band).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from logitscope.stats import mean_sd
 from logitscope.store.atomic import atomic_write_bytes
 
 LABEL_COLOR = "#1f77b4"  # blue: the ground-truth class (figure 4A)
@@ -102,8 +104,10 @@ def fig4b_accuracy_vs_k(
         ax.errorbar(ks, 100 * mean, yerr=100 * sd, marker="o", capsize=3, label=f"fix-k ({name})")
     if normal is not None:
         m, s = _mean_sd_one(normal, "fig4b normal")
-        ax.axhline(100 * m, color="black", linestyle="--", label="normal distillation")
-        ax.axhspan(100 * (m - s), 100 * (m + s), color="black", alpha=0.1, linewidth=0)
+        one_seed = np.isnan(s)  # sd over seeds is undefined for one seed: no band
+        ax.axhline(100 * m, color="black", linestyle="--", label="normal distillation" + (" (n=1)" if one_seed else ""))
+        if not one_seed:
+            ax.axhspan(100 * (m - s), 100 * (m + s), color="black", alpha=0.1, linewidth=0)
     ax.set_xticks(sorted(all_ks))
     ax.set_xlabel("k (top values kept per sample)")
     ax.set_ylabel("student adversarial accuracy (%)")
@@ -160,9 +164,7 @@ def figA7_l1_vs_kl(
     width = 0.8 / len(losses)
     fig = Figure(figsize=(8.0, 3.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, (metric, data) in zip(
-        axes, (("natural", natural), ("adversarial", adversarial)), strict=True
-    ):
+    for ax, (metric, data) in zip(axes, (("natural", natural), ("adversarial", adversarial)), strict=True):
         for j, loss in enumerate(losses):
             xs, mean, sd = _mean_sd(data[loss], f"figA7 {metric} {loss}")
             pos = np.searchsorted(epochs, xs) + (j - (len(losses) - 1) / 2) * width
@@ -176,12 +178,13 @@ def figA7_l1_vs_kl(
 
 
 def _mean_sd_one(values: PerSeed, what: str) -> tuple[float, float]:
+    """Mean and sample sd over seeds of checked accuracies (sd NaN for one seed)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise ValueError(f"{what}: no values, expected one accuracy per seed")
     if not np.all((v >= 0) & (v <= 1)):
         raise ValueError(f"{what}: accuracies {v.tolist()}: expected fractions in [0, 1]")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return mean_sd(v)
 
 
 def _mean_sd(data: Mapping[int, PerSeed], what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
