@@ -13,11 +13,15 @@ from logitscope.training.perf import CompiledOrEager, autocast, prepare, to_form
 
 
 def test_channels_last_and_bf16_train_to_similar_accuracy(tmp_path, tiny_config):
+    """bf16 rounding is a different float trajectory from the first step on, and how different
+    depends on the CPU's bf16 kernels: the margin must hold for any trajectory of this recipe.
+    Three epochs of ST on digits, 8 seeds: fp32 0.87-0.96, bf16 + channels-last 0.84-0.95, the
+    same seed's two at most 0.053 apart. A broken fast path trains to chance (0.1)."""
     base = train(tiny_config("st", epochs=3), out=tmp_path / "a", progress=False)
     fast = train(tiny_config("st", epochs=3, **{"perf.precision": "bf16", "perf.channels_last": True}),
                  out=tmp_path / "b", progress=False)
     a, b = base.metrics()[-1]["test_acc"], fast.metrics()[-1]["test_acc"]
-    assert b > 0.7 and abs(a - b) < 0.1
+    assert a > 0.7 and b > 0.7 and abs(a - b) < 0.15
     assert LogitStore(fast.dir).get("test").dtype == np.float32  # snapshots stay fp32
 
 
@@ -48,7 +52,11 @@ def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch, caplog)
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fast_path_matches_fp32(tmp_path, tiny_config):
+    """Five epochs, not three: AT on digits is still climbing at three (CPU, 4 seeds: test
+    accuracy 0.73-0.88, so a bf16 trajectory as different as another seed's could miss a 0.1
+    margin) and has settled at five (0.95-0.98). A broken fast path stays near chance."""
     cfg = dict(device="cuda", **{"perf.precision": "bf16", "perf.channels_last": True, "perf.compile": True})
-    fast = train(tiny_config("at", epochs=3, **cfg), out=tmp_path / "f", progress=False)
-    ref = train(tiny_config("at", epochs=3, device="cuda"), out=tmp_path / "r", progress=False)
-    assert abs(fast.metrics()[-1]["test_acc"] - ref.metrics()[-1]["test_acc"]) < 0.1
+    fast = train(tiny_config("at", epochs=5, **cfg), out=tmp_path / "f", progress=False)
+    ref = train(tiny_config("at", epochs=5, device="cuda"), out=tmp_path / "r", progress=False)
+    a, b = ref.metrics()[-1]["test_acc"], fast.metrics()[-1]["test_acc"]
+    assert a > 0.8 and b > 0.8 and abs(a - b) < 0.1

@@ -188,6 +188,10 @@ def train(
     spec = model_spec(cfg, data)
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     model = build_model(cfg.model.name, data.n_classes, spec["in_channels"], data.mean, data.std).to(device)
+    if dist.enabled and device.type == "cuda":
+        # BatchNorm over the global batch, as one process (SyncBatchNorm refuses CPU tensors, so
+        # gloo runs keep per-shard statistics); the parameters and buffers are the same tensors
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = torch.optim.SGD(
         model.parameters(),
         lr=cfg.optim.lr,
@@ -258,20 +262,25 @@ def train(
             with perf.autocast(cfg.perf, device):
                 loss = objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
             batch_no = i // bs + 1
-            loss_d = loss.detach().float()
+            # an empty shard (a tail batch with fewer rows than ranks) has a nan mean and weight 0
+            loss_d = loss.detach().float() if s1 > s0 else torch.zeros((), device=device)
             new_bad = (first_bad < 0) & ~torch.isfinite(loss_d)
             first_bad = torch.where(new_bad, torch.full_like(first_bad, batch_no), first_bad)
             bad_value = torch.where(new_bad, loss_d, bad_value)
             check = device.type != "cuda" or batch_no % NONFINITE_CHECK_EVERY_CUDA == 0 or i + bs >= n
-            if check and int(first_bad) >= 0:
+            if check and dist.any(first_bad >= 0):  # every rank stops at the same batch
                 bar.close()
-                raise _diverged(run, epoch, f"loss {float(bad_value)} at batch {int(first_bad)}", dist.is_main)
+                what = "non-finite loss on another rank"
+                if int(first_bad) >= 0:
+                    what = f"loss {float(bad_value)} at batch {int(first_bad)}"
+                raise _diverged(run, epoch, what, dist.is_main)
             opt.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
             scale = (s1 - s0) * dist.world / len(batch)
             (loss * scale if scale != 1 else loss).backward()
             opt.step()
-            loss_sum += loss.detach() * (s1 - s0)
+            if s1 > s0:
+                loss_sum += loss.detach() * (s1 - s0)
             bar.update(len(batch))
             batches_done += 1
             if stop_after_batches is not None and batches_done >= stop_after_batches:
@@ -284,6 +293,7 @@ def train(
 
         t1 = time.perf_counter()
         loss_total = float(dist.sum(loss_sum))
+        dist.broadcast_buffers(model)  # BatchNorm: every rank snapshots with rank 0's (the checkpoint's) statistics
         accs = {}
         for split in splits:
             x, y = data.split(split)
