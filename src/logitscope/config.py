@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -63,6 +64,7 @@ class OptimConfig:
     batch_size: int = 64
     milestones: tuple[int, ...] = ()  # epochs after which the lr is multiplied by gamma
     gamma: float = 0.1
+    grad_clip: float | None = None  # clip the global gradient norm to this after backward (None: off)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ def validate(cfg: RunConfig) -> None:
         bad("optim.batch_size", cfg.optim.batch_size, "at least 1")
     if cfg.optim.lr <= 0:
         bad("optim.lr", cfg.optim.lr, "a positive learning rate")
+    if cfg.optim.grad_clip is not None and not 0 < cfg.optim.grad_clip < math.inf:
+        bad("optim.grad_clip", cfg.optim.grad_clip, "null (no clipping) or a positive, finite gradient norm")
     if not 0.0 <= cfg.attack.eps <= 1.0:
         bad("attack.eps", cfg.attack.eps, "a value in [0, 1] (images are scaled to [0, 1])")
     if not 0.0 <= cfg.attack.step_size <= 1.0:

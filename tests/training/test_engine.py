@@ -126,3 +126,14 @@ def test_diverging_run_stops_at_once_and_keeps_its_last_good_epoch(tmp_path, tin
     assert last["epoch"] == 1
     assert all(bool(torch.isfinite(v).all()) for v in last["model"].values())
     assert np.isfinite(LogitStore(run_dir).get("train", 1)).all()
+
+
+def test_gradient_clipping_is_applied_and_a_limit_never_reached_changes_nothing(tmp_path, tiny_config):
+    runs = {
+        clip: train(tiny_config("st", epochs=1, **{"optim.grad_clip": clip}), out=tmp_path / str(clip), progress=False)
+        for clip in (None, 1e9, 1e-8)
+    }
+    plain, loose, tight = (runs[c].logits.get("test", 1) for c in (None, 1e9, 1e-8))
+    assert np.array_equal(plain, loose)  # a norm under the limit is multiplied by exactly 1
+    assert not np.allclose(plain, tight)  # 1e-8: updates of 1e-8 in norm, the model barely moves
+    assert runs[1e-8].config.optim.grad_clip == 1e-8  # recorded in config.yaml

@@ -241,6 +241,7 @@ def distillation_section(
                 "Figure A.7: L1 logit distillation against KL softmax distillation",
                 fd.figA7_l1_vs_kl(nat, adv, folder / "figA7.png"),
                 "per teacher epoch; both losses with the same student schedule"
+                + (f" ({r})" if (r := _kl_recipe(runs, sweep)) else "")
                 + (f"; failed: {f}" if (f := failed_sweep()) else ""),
             )
         )
@@ -328,6 +329,19 @@ def distillation_section(
     return Section(
         "distillation", "Robust distillation with manipulated targets (section 4.2, A.3)", text, [t2], figs, []
     )
+
+
+def _kl_recipe(runs: Path, sweep: dict[str, Any]) -> str:
+    """What figure A.7's KL students trained with, read from the first one's config."""
+    for info in sweep.values():
+        if info["loss"] == "kl" and (runs / info["run_id"] / "config.yaml").is_file():
+            c = Run(runs / info["run_id"]).config
+            clip = f"gradient-norm clip {c.optim.grad_clip:g}" if c.optim.grad_clip else "no clipping"
+            return (
+                f"KL: T*KL(softmax(t/T) || softmax(s/T)), T={c.distill.temperature:g}; both losses "
+                f"{c.epochs} epochs, SGD lr {c.optim.lr:g}, batch {c.optim.batch_size}, {clip}"
+            )
+    return ""
 
 
 def _provenance_report(runs: Path, ids: Sequence[str]) -> list[float]:

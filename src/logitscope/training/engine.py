@@ -278,6 +278,8 @@ def train(
             # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
             scale = (s1 - s0) * dist.world / len(batch)
             (loss * scale if scale != 1 else loss).backward()
+            if cfg.optim.grad_clip is not None:  # after DDP's all-reduce: every rank clips alike
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
             if s1 > s0:
                 loss_sum += loss.detach() * (s1 - s0)
