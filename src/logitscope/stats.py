@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["mean_sd", "mean_sd_axis"]
+__all__ = ["BOOTSTRAP_DRAWS", "BOOTSTRAP_LEVEL", "bootstrap_means", "mean_sd", "mean_sd_axis", "percentile_interval"]
 
 
 def mean_sd(values: Iterable[float | None]) -> tuple[float, float]:
@@ -58,3 +58,64 @@ def mean_sd_axis(a: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     mean = np.where(n > 0, mean, np.nan)
     sd = np.where(n > 1, sd, np.nan)
     return mean, sd
+
+
+BOOTSTRAP_DRAWS = 2000
+"""Draws of every bootstrap interval in the report."""
+BOOTSTRAP_LEVEL = 0.95
+"""Coverage of every interval in the report (a percentile interval)."""
+_CHUNK = 100
+
+
+def bootstrap_means(
+    samples: dict[str, dict[str, np.ndarray]], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> dict[str, dict[str, np.ndarray]]:
+    """A two-level bootstrap of group means: seeds within each group, and shared test images.
+
+    ``samples`` maps a group (e.g. "normal", "fix1-permute") to columns, each an ``(S, N)``
+    array: one row per seed (run), one column per image; every group and column must have the
+    same N (the same images, in the same order). A draw resamples the N images with
+    replacement, **the same images for every group** (groups evaluated on one test set are
+    paired), then each group's S seeds with replacement (independently per group: seeds are
+    separate runs), and averages the column over the drawn seeds and images. A column of
+    shape ``(S, 1)`` (one number per run, e.g. a skew) is thus resampled over seeds only.
+
+    The draws depend only on ``seed``, the group names and the array shapes (numpy's PCG64
+    integers are the same on every machine); the means are of the stored values, so the
+    result does not depend on thread counts.
+
+    Returns:
+        group -> column -> ``(draws,)`` float64 means.
+    """
+    n = {a.shape[1] for cols in samples.values() for a in cols.values()}
+    if len(n) != 1:
+        raise ValueError(f"columns with {sorted(n)} images: expected the same images for every group")
+    (n_images,) = n
+    for g, cols in samples.items():
+        rows = {np.asarray(a).shape[0] for a in cols.values()}
+        if len(rows) != 1 or 0 in rows:
+            raise ValueError(f"group {g!r} has columns with {sorted(rows)} seeds: expected one non-zero count")
+    rng = np.random.default_rng(seed)
+    out = {g: {c: np.empty(draws) for c in cols} for g, cols in samples.items()}
+    for start in range(0, draws, _CHUNK):
+        b = min(_CHUNK, draws - start)
+        img = rng.integers(0, n_images, (b, n_images)) if n_images > 1 else np.zeros((b, 1), np.int64)
+        for g in sorted(samples):
+            cols = samples[g]
+            s = next(iter(cols.values())).shape[0]
+            pick = rng.integers(0, s, (b, s))
+            for c, a in cols.items():
+                per_seed = np.asarray(a, np.float64)[:, img].mean(axis=2)  # (S, b)
+                out[g][c][start : start + b] = np.take_along_axis(per_seed.T, pick, axis=1).mean(axis=1)
+    return out
+
+
+def percentile_interval(draws: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap draws, NaN draws left out
+    (``(nan, nan)`` when more than a tenth are NaN: the statistic is then too often undefined)."""
+    d = np.asarray(draws, np.float64)
+    ok = d[np.isfinite(d)]
+    if ok.size == 0 or ok.size < 0.9 * d.size:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

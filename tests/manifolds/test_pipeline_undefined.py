@@ -10,7 +10,6 @@ import pytest
 from logitscope.manifolds import mftma
 from logitscope.manifolds.pipeline import (
     layer_geometry,
-    manifold_claims,
     mftma_undefined,
     undefined_layers,
     undefined_note,
@@ -128,22 +127,6 @@ def _results(simulate: bool = False) -> dict:
     }
 
 
-def test_claims_use_defined_layers_and_name_the_undefined_ones():
-    claims = {c["claim"]: c for c in manifold_claims(_results(simulate=True))}
-    radius = claims["Adversarial-ball radius grows faster in early layers of the non-robust (ST) network"]
-    assert radius["statistic"].startswith("radius at the first hidden layer (conv1): ST 1.300, AT 1.100")
-    assert radius["holds"] is True
-    cap = claims["The hybrid student's capacity falls towards the ST teacher's"]
-    assert cap["statistic"].startswith(
-        "capacity at the last layer where MFTMA is defined (fc1): hybrid student 0.250, AT 0.600, ST 0.200"
-    )
-    assert f"(logits left out: {LOGITS_REASON})" in cap["statistic"]
-    assert cap["holds"] is True
-    sim = claims["MFTMA capacity approximately predicts simulated capacity, mildly overestimating"]
-    assert "over 9 layers (3 layers where either is undefined left out)" in sim["statistic"]
-    assert "nan" not in json.dumps(list(claims.values())).lower()
-
-
 def test_note_groups_models():
     results = _results()
     assert undefined_note(results) == f"logits (every model): {LOGITS_REASON}"
@@ -215,13 +198,3 @@ def test_analyze_models_says_where_mftma_is_undefined(tmp_path, tiny_config):
     text = (out / "summary.txt").read_text()
     assert f"logits (every model): {reason}" in text and "MFTMA is undefined at" in text
     assert (out / "fig5.png").stat().st_size > 0
-
-
-def test_radius_claim_skips_an_undefined_first_hidden_layer():
-    results = _results()
-    results["ST teacher"]["layers"]["conv1"] = dict(_logits(), undefined="undefined: because")
-    (radius,) = [c for c in manifold_claims(results) if c["claim"].startswith("Adversarial-ball radius")]
-    assert (
-        radius["statistic"]
-        == "radius at the first hidden layer (fc1): ST 1.000, AT 1.000 (conv1 left out: undefined: because)"
-    )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure as MplFigure
 
-from logitscope.report.claims import claim_from_check, verdict_counts
+from logitscope.report.claims import verdict_counts
 from logitscope.report.html import format_cell, render_html, render_report
 from logitscope.report.model import Claim, Figure, Report, Section, Table
 
@@ -55,9 +55,9 @@ def _report(pngs, figures=None, sections_extra=()):
         [["ST", 1.2, 35], ["AT <pgd>", float("nan"), 123456.5]],
     )
     claims = [
-        claim_from_check("smaller-max", "AT's max logit is smaller", -11.6, lambda v: v < 0, "diff = {:+.2f}"),
-        claim_from_check("gap-skew", "AT's gap is right-skewed", -0.2, lambda v: v > 0, "skew = {:+.2f}", "test set"),
-        claim_from_check("c100", "It holds on CIFAR-100", None, lambda v: v > 0, "{:.2f}", "no CIFAR-100 runs"),
+        Claim("smaller-max", "AT's max logit is smaller", "diff = -11.60", "holds", "", "AT lower", "figure 1"),
+        Claim("gap-skew", "AT's gap is right-skewed", "skew = -0.20", "does not hold", "test set"),
+        Claim("c100", "It holds on CIFAR-100", "—", "not measured", "no CIFAR-100 runs"),
     ]
     if figures is None:
         figures = [Figure(f"fig{i}", f"Figure {i}: panel", p, caption=f"caption {i}") for i, p in enumerate(pngs)]
@@ -104,16 +104,23 @@ def test_render_writes_page_csvs_claims_and_json(pngs, tmp_path):
             assert all(_same_cell(t, c) for t, c in zip(text_row, row, strict=True)), (text_row, row)
 
     claims = _read_csv(out / "claims.csv")
-    assert claims[0] == ["section", "id", "statement", "statistic", "verdict", "detail"]
-    assert [r[4] for r in claims[1:]] == ["holds", "does not hold", "not measured"]
-    assert claims[1][:4] == ["logits", "smaller-max", "AT's max logit is smaller", "diff = -11.60"]
+    assert claims[0] == ["section", "id", "statement", "where", "paper", "statistic", "verdict", "detail"]
+    assert [r[6] for r in claims[1:]] == ["holds", "does not hold", "not measured"]
+    assert claims[1][:6] == [
+        "logits",
+        "smaller-max",
+        "AT's max logit is smaller",
+        "figure 1",
+        "AT lower",
+        "diff = -11.60",
+    ]
 
     data = json.loads((out / "report.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     assert [s["id"] for s in data["sections"]] == ["logits", "cost"]
     assert data["sections"][0]["tables"][0]["rows"][1][3] == 0.7213456789
     assert data["sections"][1]["tables"][0]["rows"][1][1] is None  # NaN became null
     assert [f["caption"] for s in data["sections"] for f in s["figures"]] == ["caption 0", "caption 1", "caption 2"]
-    assert data["verdicts"] == {"holds": 1, "does not hold": 1, "not measured": 1, "failed": 0}
+    assert data["verdicts"] == {"holds": 1, "does not hold": 1, "inconclusive": 0, "not measured": 1, "failed": 0}
     assert data["environment"]["threads"] == 2
     assert data["run_configs"]["st-seed0"]["out"] == "runs/st"
 
@@ -177,17 +184,9 @@ def test_rerender_removes_csvs_of_dropped_tables(pngs, tmp_path):
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["table1.csv", "table3.csv"]
 
 
-def test_claim_from_check_verdicts():
-    def positive(v):
-        return np.float64(v) > 0  # a numpy bool, as analyses return
-
-    assert claim_from_check("a", "s", 0.5, positive, "x = {:.1f}") == Claim("a", "s", "x = 0.5", "holds")
-    assert claim_from_check("a", "s", -0.5, positive, "x = {:.1f}").verdict == "does not hold"
-    for missing in (None, float("nan"), np.float32("nan")):
-        claim = claim_from_check("a", "s", missing, positive, "{:.1f}", "no runs")
-        assert (claim.verdict, claim.statistic, claim.detail) == ("not measured", "—", "no runs")
-    claims = [claim_from_check(str(i), "s", v, positive, "{}") for i, v in enumerate([1, 2, -1, None])]
-    assert verdict_counts(claims) == {"holds": 2, "does not hold": 1, "not measured": 1, "failed": 0}
+def test_verdict_counts_lists_every_verdict():
+    claims = [Claim(str(i), "s", "x", v) for i, v in enumerate(["holds", "holds", "inconclusive", "not measured"])]
+    assert verdict_counts(claims) == {"holds": 2, "does not hold": 0, "inconclusive": 1, "not measured": 1, "failed": 0}
 
 
 def test_format_cell():

@@ -51,7 +51,7 @@ def test_statements_are_well_formed(theory):
     statements = result["statements"]
     assert len(statements) >= 15
     for s in statements:
-        assert set(s) == {"statement", "verdict", "evidence"}
+        assert set(s) == {"id", "statement", "verdict", "evidence"}
         assert s["verdict"] in VERDICTS
         assert s["evidence"]
     verdicts = {s["verdict"] for s in statements}

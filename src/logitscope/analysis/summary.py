@@ -31,7 +31,7 @@ from logitscope.analysis.logit_stats import (
     top2,
     value_range,
 )
-from logitscope.analysis.neighbors import confidence_quadrants, logit_neighbors, pick_seeds
+from logitscope.analysis.neighbors import confidence_quadrants, logit_neighbors, nearest_neighbors, pick_seeds
 from logitscope.analysis.ranks import (
     confidence,
     error_class_rank,
@@ -144,10 +144,6 @@ def _group_moments(stats: Sequence[DistributionStats], epoch: int | None) -> dic
     return {m: _mean_sd([getattr(d, m)[r] for d, r in zip(stats, rows, strict=True)]) for m in ("mean", "sd", "skew")}
 
 
-def _claim(text: str, paper: Any, ours: Any, holds: bool | None, where: str) -> dict[str, Any]:
-    return {"claim": text, "paper": paper, "ours": ours, "holds": holds, "where": where}
-
-
 def analyze_runs(
     st_runs: Sequence[str | os.PathLike],
     at_runs: Sequence[str | os.PathLike],
@@ -190,7 +186,8 @@ def analyze_runs(
 
     Returns:
         The JSON-ready dict written to ``out_dir/analysis.json``: per-analysis numbers,
-        ``claims`` (paper beside ours, with a verdict), ``figures`` (name -> PNG path) and
+        ``claim_inputs`` (the per-run and per-pair numbers the claims registry,
+        `logitscope.report.claims`, tests), ``figures`` (name -> PNG path) and
         ``skipped`` (name -> reason).
     """
     if not st_runs or not at_runs:
@@ -435,7 +432,11 @@ def analyze_runs(
             "same_class_fraction": neigh.same_class_fraction(labels),
         }
 
-    result["claims"] = _claims(result)
+    result["claim_inputs"] = _claim_inputs(result, dist, groups, names, eval_split, epoch, ranks, overlap, errors)
+    result["claim_inputs"]["neighbors_same_class"] = {
+        g: [neighbor_same_class(logits[i], labels, seed=seed) for i in range(len(paths)) if groups[i] == g]
+        for g in ("ST", "AT")
+    }
     for reason in skipped.items():
         log.info("skipped %s: %s", *reason)
     clean = _clean(result)
@@ -443,110 +444,57 @@ def analyze_runs(
     return clean
 
 
-def _claims(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """The paper's findings of sections 4.1 and 4.3 checked against this analysis."""
-    s = r["split"]
-    where = f"{s} split, epoch {r['epoch'] if r['epoch'] is not None else 'last'}"
-    dg = r["distribution_groups"][s]
-    out = [
-        _claim(
-            "AT max logits have a lower mean than ST",
-            PAPER["max_logit"],
-            {g: dg["max_logit"][g]["mean"] for g in ("ST", "AT")},
-            dg["max_logit"]["AT"]["mean"]["mean"] < dg["max_logit"]["ST"]["mean"]["mean"],
-            where,
-        ),
-        _claim(
-            "AT max logits are more positively skewed than ST",
-            PAPER["max_logit"],
-            {g: dg["max_logit"][g]["skew"] for g in ("ST", "AT")},
-            dg["max_logit"]["AT"]["skew"]["mean"] > dg["max_logit"]["ST"]["skew"]["mean"],
-            where,
-        ),
-        _claim(
-            "AT logit gaps are smaller than ST",
-            PAPER["gap"],
-            {g: dg["gap"][g]["mean"] for g in ("ST", "AT")},
-            dg["gap"]["AT"]["mean"]["mean"] < dg["gap"]["ST"]["mean"]["mean"],
-            where,
-        ),
-    ]
-    acc = r.get("adv_acc_by_gap")
-    rho = acc["AT"]["trend_spearman"] if acc else None
-    out.append(
-        _claim(
-            "AT adversarial accuracy rises with the clean logit gap",
-            PAPER["adv_acc_by_gap"],
-            {"spearman_rho": rho},
-            None if rho is None or not np.isfinite(rho) else rho > 0,
-            "robustness records" if acc else "not measured: no records",
-        )
-    )
-    rd = r["rank_disagreement"]["groups"]
-    at_st = rd["AT-ST"]["mean"]
-    at_at = rd.get("AT-AT", {}).get("mean")
-    out.append(
-        _claim(
-            "AT and ST rank many images far apart (11.8%)",
-            PAPER["rank_disagreement"]["AT-ST"],
-            at_st,
-            None if at_at is None else at_st > at_at,
-            where,
-        )
-    )
-    out.append(
-        _claim(
-            "AT seeds rank images alike (1.1%)",
-            PAPER["rank_disagreement"]["AT-AT"],
-            at_at,
-            None if at_at is None else at_at < at_st,
-            where if at_at is not None else "not measured: one AT run",
-        )
-    )
-    ao = r["average_overlap"]["groups"]
-    if "AT-AT" in ao:
-        solid = {g: float(np.mean(ao[g]["mean"])) for g in ao}
-        out.append(
-            _claim(
-                "AT-AT average overlap exceeds AT-ST",
-                PAPER["average_overlap"],
-                solid,
-                solid["AT-AT"] > solid["AT-ST"],
-                where + ", mean over k",
-            )
-        )
-    if "AT-AT" in ao and "ST-ST" in ao:
-        base = {g: float(np.mean(ao[g]["baseline_mean"])) for g in ("AT-AT", "ST-ST")}
-        out.append(
-            _claim(
-                "AT same-class baseline overlap is below ST's",
-                PAPER["average_overlap"],
-                base,
-                base["AT-AT"] < base["ST-ST"],
-                where + ", mean over k",
-            )
-        )
-    ecr = {k: v for k, v in r["error_class_rank"].items() if sum(v["n_errors"]) > 0}
-    top = {k: float(v["mean"][0]) for k, v in ecr.items()}
-    chance = 1.0 / (r["n_classes"] - 1)
-    out.append(
-        _claim(
-            "wrong predictions fall on the true class's top-ranked class more than by chance",
-            PAPER["error_class_rank"],
-            {"fraction_at_k1": top, "chance": chance},
-            all(v > chance for v in top.values()) if top else None,
-            where if top else "not measured: no wrong predictions",
-        )
-    )
-    if "neighbors" in r:
-        frac = r["neighbors"]["same_class_fraction"]
-        out.append(
-            _claim(
-                "AT logit neighbors share the seed's class less often than ST's",
-                PAPER["neighbors"],
-                frac,
-                frac["AT"] < frac["ST"],
-                where,
-            )
-        )
-    return out
+NEIGHBOR_QUERIES = 500
+"""Query images per run of the neighbour-class statistic (all images when fewer)."""
+
+
+def neighbor_same_class(logits: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> float:
+    """Share of the ``k`` logit-cosine nearest images that have the query's class, over up to
+    `NEIGHBOR_QUERIES` seeded query images (section 4.3: ST neighbours mostly share the class)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    queries = np.random.default_rng(seed).permutation(n)[: min(NEIGHBOR_QUERIES, n)]
+    found = [nearest_neighbors(logits, queries[i : i + 100], k)[0] for i in range(0, len(queries), 100)]
+    index = np.concatenate(found)
+    return float((labels[index] == labels[queries][:, None]).mean())
+
+
+def _claim_inputs(
+    r: dict[str, Any],
+    dist: dict[int, dict[str, dict[str, DistributionStats]]],
+    groups: list[str],
+    names: list[str],
+    split: str,
+    epoch: int | None,
+    ranks: Any,
+    overlap: Any,
+    errors: dict[str, list[Any]],
+) -> dict[str, Any]:
+    """One number per run (or per model pair) for each statistic a claim of sections 4.1 and
+    4.3 tests: what `logitscope.report.claims` resamples over seeds for its intervals."""
+
+    def per_run(stat: str, moment: str) -> dict[str, list[float]]:
+        values = {i: dist[i][split][stat] for i in dist}
+        return {
+            g: [float(getattr(d, moment)[d.index(epoch)]) for i, d in values.items() if groups[i] == g]
+            for g in ("ST", "AT")
+        }
+
+    rank_pairs = {g: [float(ranks.fraction[i, j].mean()) for i, j in pairs] for g, pairs in ranks.pairs().items()}
+    pair_groups = np.array(overlap.pair_groups)
+    ao = {g: overlap.solid[pair_groups == g].mean(axis=1).tolist() for g in sorted(set(overlap.pair_groups))}
+    base = {g: overlap.baseline[pair_groups == g].mean(axis=1).tolist() for g in sorted(set(overlap.pair_groups))}
+    return {
+        "split": split,
+        "epoch": epoch,
+        "n_classes": r["n_classes"],
+        "n_images": r["n_images"],
+        "runs": r["runs"],
+        "max_logit_mean": per_run("max_logit", "mean"),
+        "max_logit_skew": per_run("max_logit", "skew"),
+        "gap_mean": per_run("gap", "mean"),
+        "rank_disagreement": rank_pairs,
+        "average_overlap": ao,
+        "overlap_baseline": base,
+        "error_top1": {name: [float(e.fraction[0]) for e in rs if e.n_errors > 0] for name, rs in errors.items()},
+    }

@@ -101,6 +101,12 @@ def layer_geometry(
             out[name] = _undefined_row(row, reason, simulate)
             continue
         row.update(values, K=int(r.K), defined=True)
+        # per exemplar (same order in every layer and model): what the claims resample over
+        row["per_manifold"] = {
+            "capacity": r.capacities.tolist(),
+            "radius": r.radii.tolist(),
+            "dimension": r.dimensions.tolist(),
+        }
         if simulate:
             sim = float(simulated_capacity(x, n_dichotomies=n_dichotomies, seed=seed).capacity)
             row["simulated_capacity"] = sim if math.isfinite(sim) else None
@@ -185,7 +191,6 @@ def analyze_models(
     figures = {"fig5": str(fig5_geometry(results, out / "fig5.png"))}
     if simulate:
         figures["figA8"] = str(figA8_capacity(results, out / "figA8.png"))
-    claims = manifold_claims(results)
     note = undefined_note(results)
     summary = {
         "eps": eps,
@@ -197,10 +202,8 @@ def analyze_models(
         "models": results,
         "undefined": undefined_layers(results),
         "figures": figures,
-        "claims": claims,
     }
     atomic_write_json(out / "manifolds.json", summary)
-    atomic_write_json(out / "claims.json", claims)
     text = (
         f"P = {n_manifolds} exemplar test images, M = {n_points} {kind} points in "
         f"each L-inf ball of radius {eps:.4g}; MFTMA with n_t = {n_t}."
@@ -209,81 +212,6 @@ def analyze_models(
         text += "\nMFTMA is undefined at (no measures; left out of the figures and claims):\n" + note
     atomic_write_text(out / "summary.txt", text)
     return summary
-
-
-def _series(results: dict[str, Any], label: str, key: str) -> dict[str, float]:
-    """``{layer: value}`` of ``key`` over the layers of ``label`` where it is defined, in order."""
-    return {n: v[key] for n, v in results[label]["layers"].items() if v.get(key) is not None}
-
-
-def _left_out(results: dict[str, Any], labels: tuple[str, ...], names: list[str]) -> str:
-    """``" (logits left out: undefined: ...)"`` for those of ``names`` undefined in a model of ``labels``."""
-    reasons: dict[str, str] = {}
-    for label in labels:
-        for n, v in results[label]["layers"].items():
-            if n in names and not v.get("defined", True):
-                reasons.setdefault(n, v["undefined"])
-    return "".join(f" ({n} left out: {r})" for n, r in reasons.items())
-
-
-def manifold_claims(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Section 4.2 / A.4.3 findings checked on these models, on the layers where MFTMA is
-    defined; a statistic names the layers it uses and the undefined ones it leaves out."""
-    claims = []
-    if "ST teacher" in results and "AT teacher" in results:
-        pair = ("ST teacher", "AT teacher")
-        st, at = _series(results, "ST teacher", "radius"), _series(results, "AT teacher", "radius")
-        hidden = [n for n in st if n in at and n != "input"]
-        if hidden:
-            first = hidden[0]
-            order = list(results["ST teacher"]["layers"])
-            before = order[1 : order.index(first)]
-            claims.append(
-                {
-                    "claim": "Adversarial-ball radius grows faster in early layers of the non-robust (ST) network",
-                    "statistic": f"radius at the first hidden layer ({first}): ST {st[first]:.3f}, "
-                    f"AT {at[first]:.3f}" + _left_out(results, pair, before),
-                    "holds": bool(st[first] > at[first]),
-                }
-            )
-        for label in ("correct-fix-1 student", "hybrid student"):
-            if label in results:
-                c_s, c_at = _series(results, label, "capacity"), _series(results, "AT teacher", "capacity")
-                c_st = _series(results, "ST teacher", "capacity")
-                common = [n for n in c_s if n in c_at and n in c_st]
-                if common:
-                    last = common[-1]
-                    order = list(results[label]["layers"])
-                    after = order[order.index(last) + 1 :]
-                    claims.append(
-                        {
-                            "claim": f"The {label}'s capacity falls towards the ST teacher's",
-                            "statistic": f"capacity at the last layer where MFTMA is defined ({last}): "
-                            f"{label} {c_s[last]:.3f}, AT {c_at[last]:.3f}, ST {c_st[last]:.3f}"
-                            + _left_out(results, (label, *pair), after),
-                            "holds": bool(abs(c_s[last] - c_st[last]) < abs(c_s[last] - c_at[last])),
-                        }
-                    )
-    simulated = [v for r in results.values() for v in r["layers"].values() if "simulated_capacity" in v]
-    pairs = [
-        (v["capacity"], v["simulated_capacity"])
-        for v in simulated
-        if v["capacity"] is not None and v["simulated_capacity"] is not None
-    ]
-    if len(pairs) > 2:
-        mft, sim = np.asarray(pairs).T
-        rho = float(np.corrcoef(mft, sim)[0, 1])
-        ratio = float(np.median(mft / sim))
-        n_undefined = len(simulated) - len(pairs)
-        claims.append(
-            {
-                "claim": "MFTMA capacity approximately predicts simulated capacity, mildly overestimating",
-                "statistic": f"correlation {rho:.2f}, median MFTMA/simulated {ratio:.2f} over {len(pairs)} layers"
-                + (f" ({n_undefined} layers where either is undefined left out)" if n_undefined else ""),
-                "holds": bool(rho > 0.8 and ratio >= 1.0),
-            }
-        )
-    return claims
 
 
 def analyze_runs(

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from logitscope.report.claims import METHOD, Evidence, Records, check_claims
 from logitscope.report.model import Claim, Figure, Report, Section, Table
-from logitscope.stats import mean_sd
+from logitscope.stats import BOOTSTRAP_LEVEL, mean_sd
+from logitscope.store.errors import load_npz, read_json, read_yaml
 from logitscope.store.runs import Run, environment
 
 log = logging.getLogger(__name__)
@@ -92,43 +94,29 @@ def _fig(
     return Figure(fid, title, path, caption, missing_reason=reason)
 
 
-def _claim(
-    cid: str, statement: str, statistic: str, holds: bool | None, detail: str = "", failed: str | None = None
-) -> Claim:
-    """A claim; ``failed`` (the failed stage that measures it, with its error) overrides the verdict."""
-    if failed:
-        return Claim(cid, statement, f"failed: {failed}", "failed", detail)
-    verdict = "not measured" if holds is None else ("holds" if holds else "does not hold")
-    return Claim(cid, statement, statistic, verdict, detail)
-
-
-def _fmt(v: Any) -> str:
-    """Compact text for a measured value: numbers, {"mean", "sd"} pairs, nested groups."""
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, dict):
-        if "mean" in v and not isinstance(v["mean"], (dict, list)):
-            sd = v.get("sd")
-            if sd is None or (isinstance(sd, float) and math.isnan(sd)):  # one run: sd undefined (logitscope.stats)
-                return f"{_fmt(v['mean'])}" + (" (n=1)" if v.get("n") == 1 else " ± —")
-            return f"{_fmt(v['mean'])} ± {_fmt(sd)}"
-        parts = [f"{k}: {_fmt(x)}" for k, x in v.items() if not isinstance(x, list)]
-        return ", ".join(parts)
-    return str(v)
-
-
 def table1(
-    runs: Path, st: list[str], at: list[str], last: int, teacher_epoch: int | None, failures: Failures | None = None
+    runs: Path,
+    st: list[str],
+    at: list[str],
+    last: int,
+    teacher_epoch: int | None,
+    failures: Failures | None = None,
+    analysis_epoch: int | None = None,
 ) -> Table:
+    """Table 1: ST and AT at the last epoch and AT at the teacher epoch (the paper's epoch 40);
+    ST too at the analysis epoch when the analysis uses another epoch than the last."""
     failures = failures or Failures()
     rows = []
-    for label, method, ids, epoch in (
+    lines = [
         ("ST", "st", st, last),
         ("AT (last epoch)", "at", at, last),
         ("AT (teacher epoch)", "at", at, teacher_epoch),
-    ):
-        paper = PAPER_TABLE1[label]
-        name = f"{label}" + (f" (epoch {epoch})" if "teacher" in label else "")
+    ]
+    if analysis_epoch is not None and analysis_epoch != last:
+        lines.insert(1, ("ST (analysis epoch)", "st", st, analysis_epoch))
+    for label, method, ids, epoch in lines:
+        paper = PAPER_TABLE1.get(label, ("—", "—"))
+        name = f"{label}" + (f" (epoch {epoch})" if epoch is not None and epoch != last else "")
         nat, adv = _accs(runs, ids, epoch) if epoch is not None else ([], [])
         failed = failures.first(f"train-{method}-s", f"eval-train-{method}-s") if len(adv) < len(ids) else None
         if epoch is None:
@@ -142,7 +130,7 @@ def table1(
         "Table 1: natural and adversarial accuracy (APGD-CE then APGD-DLR)",
         ["model", "A_natural paper", "A_natural this run", "A_adversarial paper", "A_adversarial this run"],
         rows,
-        note="mean ± sd over seeds; the paper's numbers are ResNet-18 on CIFAR-10",
+        note="test split; mean ± sd over seeds; the paper's numbers are ResNet-18 on CIFAR-10 (its AT row: epoch 40)",
     )
 
 
@@ -152,7 +140,6 @@ def distillation_section(
     students: dict[str, list[str]],
     sweep: dict[str, Any],
     teacher: dict[str, Any],
-    claims: list[Claim],
     failures: Failures | None = None,
 ) -> Section:
     from logitscope.report import figures_distill as fd
@@ -215,7 +202,7 @@ def distillation_section(
                 "fig4b",
                 "Figure 4B: student adversarial accuracy against k",
                 fd.fig4b_accuracy_vs_k(
-                    permute, folder / "fig4b.png", average=average, normal=acc.get("normal", ([], []))[1]
+                    permute, folder / "fig4b.png", average=average or None, normal=acc.get("normal", ([], []))[1]
                 ),
                 "fix-k: the teacher's top-k logits kept, the rest permuted or averaged; line: normal distillation",
             )
@@ -243,78 +230,6 @@ def distillation_section(
                 "per teacher epoch; both losses with the same student schedule"
                 + (f" ({r})" if (r := _kl_recipe(runs, sweep)) else "")
                 + (f"; failed: {f}" if (f := failed_sweep()) else ""),
-            )
-        )
-    # Claims of section 4.2 and appendix A.3.
-    normal = mean_sd(acc.get("normal", ([], []))[1])[0]
-    k_adv = {k: mean_sd(acc[f"fix{k}-permute"][1])[0] for k in ks if f"fix{k}-permute" in acc}
-    failed_k = failed_students("normal", *(f"fix{k}-permute" for k in ks))
-    if (k_adv and not math.isnan(normal)) or failed_k:
-        kmax = max(k_adv) if k_adv else 0
-        rising = float(np.corrcoef(list(k_adv), list(k_adv.values()))[0, 1]) if len(k_adv) > 1 else float("nan")
-        claims.append(
-            _claim(
-                "distill-k",
-                "Student robustness rises with k, and fix-7 is within 1% of normal",
-                f"corr(k, adv) = {rising:.2f}; fix-{kmax} {k_adv.get(kmax, math.nan):.1%} vs normal {normal:.1%}",
-                None if math.isnan(rising) else bool(rising > 0 and abs(k_adv[kmax] - normal) <= 0.01),
-                failed=failed_k,
-            )
-        )
-    for tag, text in (
-        ("correct-fix1", "Correct-fix-1 students lose all robustness"),
-        ("hybrid", "Hybrid ST-AT students lose all robustness"),
-    ):
-        if tag in acc:
-            m = mean_sd(acc[tag][1])[0]
-            fix1 = mean_sd(acc.get("fix1-permute", ([], []))[1])[0]
-            claims.append(
-                _claim(
-                    tag,
-                    text,
-                    f"adversarial {m:.1%} (fix-1 permute {fix1:.1%}, normal {normal:.1%})",
-                    None if math.isnan(m) else bool(m < 0.02 or (not math.isnan(normal) and m < 0.1 * normal)),
-                    failed=failed_students(tag, "fix1-permute", "normal"),
-                )
-            )
-    if failed_sweep():
-        claims.append(
-            _claim(
-                "l1-vs-kl", "L1 logit distillation transfers more robustness than KL", "", None, failed=failed_sweep()
-            )
-        )
-    elif "l1" in adv and "kl" in adv:
-        l1 = np.mean([np.mean(v) for v in adv["l1"].values()])
-        kl = np.mean([np.mean(v) for v in adv["kl"].values()])
-        claims.append(
-            _claim(
-                "l1-vs-kl",
-                "L1 logit distillation transfers more robustness than KL",
-                f"mean student adversarial accuracy L1 {l1:.1%} vs KL {kl:.1%}",
-                bool(l1 > kl),
-            )
-        )
-    if failed_sweep("l1"):
-        claims.append(
-            _claim(
-                "late-teacher",
-                "Late teachers distil less robustness than the best checkpoint",
-                "",
-                None,
-                failed=failed_sweep("l1"),
-            )
-        )
-    elif "l1" in adv and len(adv["l1"]) > 1:
-        epochs = sorted(adv["l1"])
-        first, last = np.mean(adv["l1"][epochs[0]]), np.mean(adv["l1"][epochs[-1]])
-        best = max(epochs, key=lambda e: np.mean(adv["l1"][e]))
-        claims.append(
-            _claim(
-                "late-teacher",
-                "Late teachers distil less robustness than the best checkpoint",
-                f"best teacher epoch {best}: {np.mean(adv['l1'][best]):.1%}; last ({epochs[-1]}): {last:.1%}; "
-                f"first ({epochs[0]}): {first:.1%}",
-                bool(last < np.mean(adv["l1"][best])),
             )
         )
     corr = _provenance_report(runs, students.get("correct-fix1", []))
@@ -383,6 +298,279 @@ def table3(runs: Path, all_ids: dict[str, list[str]]) -> Table:
     )
 
 
+def _record_file(runs: Path, run_id: str, epoch: int | None) -> Path | None:
+    """A run's test-split robustness record at ``epoch`` (``None``: its latest)."""
+    folder = runs / run_id / "eval"
+    if epoch is not None:
+        p = folder / f"paper-epoch_{epoch:03d}.npz"
+        return p if p.is_file() else None
+    files = sorted(folder.glob("paper-epoch_*.npz")) if folder.is_dir() else []
+    return files[-1] if files else None
+
+
+def _records(runs: Path, ids: Sequence[str], epoch: int | None) -> Records | None:
+    """The group's records (the seeds that have one), or None when none has."""
+    found = [(rid, f) for rid in ids if (f := _record_file(runs, rid, epoch)) is not None]
+    if not found:
+        return None
+    return Records.from_arrays([load_npz(f) for _, f in found], [rid for rid, _ in found], epoch)
+
+
+def load_evidence(
+    out: Path,
+    runs: dict[str, list[str]],
+    students: dict[str, list[str]],
+    sweep: dict[str, Any],
+    teacher: dict[str, Any],
+    last_epoch: int,
+    analysis: dict[str, Any],
+    manifolds: dict[str, Any],
+    theory: dict[str, Any],
+    loss: str = "l1",
+) -> Evidence:
+    """What the claims registry reads (`logitscope.report.claims.Evidence`), from the stores."""
+    rdir = out / "runs"
+    groups: dict[str, tuple[Sequence[str], int | None]] = {
+        "ST": (runs["st"], last_epoch),
+        "AT analysed": (runs["at"], analysis.get("epoch") or last_epoch),
+    }
+    if teacher.get("epoch") is not None:
+        groups["AT teacher"] = (runs["at"], int(teacher["epoch"]))
+    groups.update({tag: (ids, None) for tag, ids in students.items()})
+    by_sweep: dict[str, list[str]] = {}
+    for info in sweep.values():
+        by_sweep.setdefault(f"sweep-{info['loss']}-e{info['teacher_epoch']}", []).append(info["run_id"])
+    epochs = {info["run_id"]: info["epoch"] for info in sweep.values()}
+    groups.update({g: (ids, epochs[ids[0]]) for g, ids in by_sweep.items()})
+    records = {g: r for g, (ids, e) in groups.items() if (r := _records(rdir, ids, e)) is not None}
+    n_classes = analysis.get("n_classes")
+    if n_classes is None and records:
+        first = next(iter(records.values()))
+        n_classes = int(load_npz(_record_file(rdir, first.runs[0], first.epoch))["clean_logits"].shape[1])
+    return Evidence(
+        records=records,
+        analysis=analysis,
+        manifolds=manifolds,
+        theory=theory,
+        teacher={**teacher, "loss": loss},
+        n_classes=n_classes,
+        teacher_error=_provenance_report(rdir, students.get("correct-fix1", [])),
+    )
+
+
+def _read_stage_json(path: Path, failed: str | None) -> dict[str, Any]:
+    """A stage's JSON result, or {} when it is absent or the stage failed (outputs a failed
+    stage may have left from an earlier run are not read)."""
+    return read_json(path, expect=dict) if path.is_file() and not failed else {}
+
+
+def _epoch_text(epoch: int | None) -> str:
+    return f"epoch {epoch}" if epoch is not None else "last epoch"
+
+
+def crosscheck_table(runs: Path, crosscheck: dict[str, Any], failures: Failures) -> Table:
+    """Section 3's check of the protocol: the paper's protocol against AutoAttack (standard)
+    and ODI, per model, on the same first n test images."""
+    protocols = sorted({p for info in crosscheck.values() for p in info.get("protocols", ())})
+    rows = []
+    for label, info in crosscheck.items():
+        rid, epoch, n = info["run_id"], info["epoch"], info["n"]
+        row = [label, _epoch_text(epoch), str(n)]
+        paper = _record_file(runs, rid, epoch)
+        if paper is None:
+            row.append(f"failed: {f}" if (f := failures.first("eval-train", "eval-distill")) else "—")
+        else:
+            rec = load_npz(paper)
+            row.append(f"{100 * float(np.mean(np.asarray(rec['robust'])[:n])):.1f}%")
+        for proto in protocols:
+            summary = runs / rid / "eval" / f"{proto}-epoch_{epoch:03d}.json"
+            if summary.is_file():
+                v = read_json(summary, expect=dict)
+                row.append(f"{100 * v['robust_acc']:.1f}%" + (f" (n={v['n']})" if v.get("n") != n else ""))
+            else:
+                failed = failures.first(f"crosscheck-{proto}")
+                row.append(f"failed: {failed}" if failed else "—")
+        rows.append(row)
+    return Table(
+        "crosscheck",
+        "Cross-check of the protocol (section 3): adversarial accuracy under each attack",
+        ["model", "epoch", "test images", "paper protocol (APGD-CE, APGD-DLR)"]
+        + [{"autoattack": "AutoAttack (standard)", "odi": "ODI"}.get(p, p) for p in protocols],
+        rows,
+        note="the same first n test images for every attack; the paper protocol's column is its full-test "
+        "record restricted to those images (each image's attack is independent of the batch it ran in)",
+    )
+
+
+def _logits_sections(
+    out: Path, runs: dict[str, list[str]], analysis: dict[str, Any], table: Table, f_analysis: str | None
+) -> list[Section]:
+    """Section 4.1's and 4.3's figures (drawn by the analyze stage) with table 1."""
+    folder = out / "analysis"
+    skipped = analysis.get("skipped", {})
+    at = f"{analysis.get('split', 'test')} split, {_epoch_text(analysis.get('epoch'))}"
+
+    def fig(name: str, fid: str, title: str, caption: str) -> Figure:
+        return _fig(folder, name, fid, title, caption, skipped, f_analysis)
+
+    logits = Section(
+        "logits",
+        "Logit distributions: ST against AT (section 4.1, appendix B)",
+        f"{len(runs['st'])} ST and {len(runs['at'])} AT runs; the image-level analyses use the {at}.",
+        [table],
+        [
+            fig(
+                "fig1_max_logit_evolution",
+                "fig1",
+                "Figure 1 / B.4: max-logit distribution over epochs",
+                "train split, every epoch",
+            ),
+            fig("fig2a_gap_histograms", "fig2a", "Figure 2A / B.5: logit-gap histograms, AT vs ST", at),
+            fig(
+                "fig2b_adv_acc_by_gap",
+                "fig2b",
+                "Figure 2B: adversarial accuracy by clean logit gap",
+                f"{at}; mean ± sd over seeds",
+            ),
+            fig("figb1_gap_evolution", "figB1", "Figure B.1: logit-gap distributions across epochs", "every epoch"),
+        ],
+        [],
+    )
+    ranks = Section(
+        "ranks",
+        "Which images and which classes: ranks, errors, overlap (sections 4.1, 4.3)",
+        "",
+        [],
+        [
+            fig("fig3a_rank_scatter", "fig3a", "Figure 3A: confidence ranks of one class, AT vs ST", at),
+            fig(
+                "fig3b_rank_disagreement",
+                "fig3b",
+                "Figure 3B: rank disagreement per class and model pair",
+                f"{at}; the paper: 11.8% AT-ST, 1.1% AT-AT",
+            ),
+            fig(
+                "fig3c_error_class_rank",
+                "fig3c",
+                "Figure 3C: rank of the predicted class in the true class's mean logits",
+                at,
+            ),
+            fig(
+                "fig3d_average_overlap",
+                "fig3d",
+                "Figure 3D / B.6: average overlap AO@k",
+                f"{at}; solid: pairs of models; dashed: same-class image baseline",
+            ),
+            fig("figb2_confidence_quadrants", "figB2", "Figure B.2: images by AT and ST confidence", at),
+            fig(
+                "figb3_neighbors",
+                "figB3",
+                "Figure B.3: nearest images by logit cosine similarity",
+                f"{at}; seed, ST neighbours, AT neighbours",
+            ),
+        ],
+        [],
+    )
+    return [logits, ranks]
+
+
+def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None) -> Section:
+    mdir = out / "manifolds"
+    epochs = ", ".join(f"{k} {_epoch_text(v.get('epoch'))}" for k, v in manifolds.get("models", {}).items())
+    caption = f"test-split exemplars; {epochs}" if epochs else ""
+    simulate_off = {
+        "figA8": "simulated capacity is off in this preset (manifolds.simulate=false): it costs minutes per layer "
+        "on a CPU; set --set manifolds.simulate=true"
+    }
+    return Section(
+        "manifolds",
+        "Manifold analysis of adversarial L-inf balls (figure 5, A.8)",
+        _read_text(mdir / "summary.txt"),
+        [],
+        [
+            _fig(
+                mdir,
+                "fig5",
+                "fig5",
+                "Figure 5: capacity, radius, dimension, centre correlation by layer",
+                caption,
+                failed=failed,
+            ),
+            _fig(
+                mdir,
+                "figA8",
+                "figA8",
+                "Figure A.8: MFTMA capacity against simulated capacity",
+                caption,
+                simulate_off,
+                failed,
+            ),
+        ],
+        [],
+    )
+
+
+def _theory_section(out: Path, theory: dict[str, Any], failed: str | None) -> Section:
+    tdir = out / "theory"
+    tables = []
+    if theory.get("statements"):
+        tables.append(
+            Table(
+                "theory-statements",
+                "Appendix C: what the code confirms",
+                ["statement", "verdict", "evidence"],
+                [[s["statement"], s["verdict"], s["evidence"]] for s in theory["statements"]],
+            )
+        )
+    if th := theory.get("thresholds", {}):
+        rows = [
+            [n, "3.5" if "paper" in t else "—", f"{t['threshold']:.4f}", t.get("boundary", "")] for n, t in th.items()
+        ]
+        tables.append(
+            Table(
+                "theory-thresholds",
+                "Admissibility thresholds on beta",
+                ["case / sign / reading", "paper", "this code", "boundary"],
+                rows,
+                note="the paper's 3.5 is for misclassified samples; 'magnitude' reads the constraint on |g| and |psi|, "
+                "'literal' as printed (a pole at ln(N-1))",
+            )
+        )
+    figs = [
+        ("fig_c1", "figC1", "Figure C.1: constraints on beta and the thresholds they imply", ""),
+        ("fig_c2", "figC2", "Figure C.2: mean-field loss surface", ""),
+        ("fig_c3", "figC3", "Figure C.3: relative logit-gap change under FGSM (equation 10)", ""),
+        (
+            "fig_fgsm_gap",
+            "figFGSM",
+            "Beyond the paper: measured gap change under FGSM against the gap",
+            "ST and AT, first test-split images, last epoch",
+        ),
+    ]
+    return Section(
+        "theory",
+        "The analytical model of appendix C",
+        theory.get("summary", ""),
+        tables,
+        [_fig(tdir, n, fid, title, cap, failed=failed) for n, fid, title, cap in figs],
+        [],
+    )
+
+
+def claims_section(claims: list[Claim]) -> Section:
+    return Section(
+        "claims",
+        "The paper's claims, checked",
+        "Each finding of the paper as a test on this run: the paper's sentence, its number, ours with a "
+        f"{BOOTSTRAP_LEVEL:.0%} interval, and the verdict. A verdict holds (or does not) only when the whole "
+        "interval is on one side of the claim's threshold; otherwise it is inconclusive: the effect is within the "
+        f"uncertainty across seeds and test images. Intervals: {METHOD}.",
+        [],
+        [],
+        claims,
+    )
+
+
 def build_report(
     out: Path,
     preset: dict[str, Any],
@@ -392,298 +580,57 @@ def build_report(
     teacher_epoch: int | None,
     last_epoch: int,
     failed: dict[str, str] | None = None,
+    analysis_epoch: int | None = None,
+    crosscheck: dict[str, Any] | None = None,
 ) -> Path:
     """The report of a reproduce folder. ``failed``: the plan's failed stages (name -> error):
     what they feed is marked "failed: reason", and a section lists them; outputs a failed
-    stage may have left from an earlier run are not read."""
+    stage may have left from an earlier run are not read. ``analysis_epoch``: the epoch the
+    analysis used (None: the last); ``crosscheck``: label -> run, epoch, n, protocols."""
     out = Path(out)
     rdir = out / "runs"
     failures = Failures(failed)
-    teacher = (
-        json.loads((out / "plan" / "teacher.json").read_text()) if (out / "plan" / "teacher.json").is_file() else {}
-    )
-    claims: list[Claim] = []
-    sections: list[Section] = []
+    teacher = _read_stage_json(out / "plan" / "teacher.json", failures.first("choose-teacher"))
+    f_analysis, f_manifolds, f_theory = failures.first("analyze"), failures.first("manifolds"), failures.first("theory")
+    analysis = _read_stage_json(out / "analysis" / "analysis.json", f_analysis)
+    manifolds = _read_stage_json(out / "manifolds" / "manifolds.json", f_manifolds)
+    theory = _read_stage_json(out / "theory" / "theory.json", f_theory)
 
-    # Section 4.1: distributions, table 1.
-    analysis_dir = out / "analysis"
-    f_analysis = failures.first("analyze")
-    analysis = (
-        json.loads((analysis_dir / "analysis.json").read_text())
-        if (analysis_dir / "analysis.json").is_file() and not f_analysis
-        else {}
+    sections = _logits_sections(
+        out,
+        runs,
+        analysis,
+        table1(rdir, runs["st"], runs["at"], last_epoch, teacher_epoch, failures, analysis_epoch),
+        f_analysis,
     )
-    if f_analysis:
-        claims.append(
-            _claim(
-                "analysis", "The findings of sections 4.1 and 4.3 (logits, ranks, overlap)", "", None, failed=f_analysis
-            )
-        )
-    skipped = analysis.get("skipped", {})
-    for i, c in enumerate(analysis.get("claims", [])):
-        claims.append(
-            _claim(
-                f"analysis-{i}",
-                c["claim"],
-                f"ours: {_fmt(c['ours'])}; paper: {_fmt(c['paper'])}",
-                c["holds"],
-                c.get("where", ""),
-            )
-        )
-    t1 = table1(rdir, runs["st"], runs["at"], last_epoch, teacher_epoch, failures)
-    sections.append(
-        Section(
-            "logits",
-            "Logit distributions: ST against AT (section 4.1, appendix B)",
-            f"Preset {preset['name']}: {len(runs['st'])} ST and {len(runs['at'])} AT runs.",
-            [t1],
-            [
-                _fig(
-                    analysis_dir,
-                    "fig1_max_logit_evolution",
-                    "fig1",
-                    "Figure 1 / B.4: max-logit distribution over epochs (train)",
-                    "",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "fig2a_gap_histograms",
-                    "fig2a",
-                    "Figure 2A / B.5: logit-gap histograms, AT vs ST",
-                    "",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "fig2b_adv_acc_by_gap",
-                    "fig2b",
-                    "Figure 2B: adversarial accuracy by clean logit gap",
-                    "mean ± sd over seeds",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "figb1_gap_evolution",
-                    "figB1",
-                    "Figure B.1: logit-gap distributions across epochs",
-                    "",
-                    skipped,
-                    f_analysis,
-                ),
-            ],
-            [],
-        )
-    )
-    sections.append(
-        Section(
-            "ranks",
-            "Which images and which classes: ranks, errors, overlap (sections 4.1, 4.3)",
-            "",
-            [],
-            [
-                _fig(
-                    analysis_dir,
-                    "fig3a_rank_scatter",
-                    "fig3a",
-                    "Figure 3A: confidence ranks of one class, AT vs ST",
-                    "",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "fig3b_rank_disagreement",
-                    "fig3b",
-                    "Figure 3B: rank disagreement per class and model pair",
-                    "the paper: 11.8% AT-ST, 1.1% AT-AT",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "fig3c_error_class_rank",
-                    "fig3c",
-                    "Figure 3C: rank of the predicted class in the true class's mean logits",
-                    "",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "fig3d_average_overlap",
-                    "fig3d",
-                    "Figure 3D / B.6: average overlap AO@k",
-                    "solid: pairs of models; dashed: same-class image baseline",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "figb2_confidence_quadrants",
-                    "figB2",
-                    "Figure B.2: images by AT and ST confidence",
-                    "",
-                    skipped,
-                    f_analysis,
-                ),
-                _fig(
-                    analysis_dir,
-                    "figb3_neighbors",
-                    "figB3",
-                    "Figure B.3: nearest images by logit cosine similarity",
-                    "seed, ST neighbours, AT neighbours",
-                    skipped,
-                    f_analysis,
-                ),
-            ],
-            [],
-        )
-    )
-    sections.append(distillation_section(out, rdir, students, sweep, teacher, claims, failures))
-
-    mdir = out / "manifolds"
-    f_manifolds = failures.first("manifolds")
-    sections.append(
-        Section(
-            "manifolds",
-            "Manifold analysis of adversarial L-inf balls (figure 5, A.8)",
-            _read_text(mdir / "summary.txt"),
-            [],
-            [
-                _fig(
-                    mdir,
-                    "fig5",
-                    "fig5",
-                    "Figure 5: capacity, radius, dimension, centre correlation by layer",
-                    "",
-                    failed=f_manifolds,
-                ),
-                _fig(
-                    mdir,
-                    "figA8",
-                    "figA8",
-                    "Figure A.8: MFTMA capacity against simulated capacity",
-                    "",
-                    {
-                        "figA8": "simulated capacity is off in this preset (manifolds.simulate=false): it costs "
-                        "minutes per layer on a CPU; set --set manifolds.simulate=true"
-                    },
-                    f_manifolds,
-                ),
-            ],
-            [],
-        )
-    )
-    mclaims = mdir / "claims.json"
-    if f_manifolds:
-        claims.append(_claim("manifolds", "The manifold findings (figure 5, A.8)", "", None, failed=f_manifolds))
-    elif mclaims.is_file():
-        for i, c in enumerate(json.loads(mclaims.read_text())):
-            claims.append(_claim(f"manifolds-{i}", c["claim"], c["statistic"], c["holds"]))
-
-    tdir = out / "theory"
-    f_theory = failures.first("theory")
-    theory = json.loads((tdir / "theory.json").read_text()) if (tdir / "theory.json").is_file() and not f_theory else {}
-    if f_theory:
-        claims.append(_claim("theory", "The analytical model of appendix C", "", None, failed=f_theory))
-    ttables = []
-    if theory.get("statements"):
-        ttables.append(
-            Table(
-                "theory-statements",
-                "Appendix C: what the code confirms",
-                ["statement", "verdict", "evidence"],
-                [[s["statement"], s["verdict"], s["evidence"]] for s in theory["statements"]],
-            )
-        )
-    th = theory.get("thresholds", {})
-    if th:
-        rows = [
-            [name, "3.5" if "paper" in t else "—", f"{t['threshold']:.4f}", t.get("boundary", "")]
-            for name, t in th.items()
-        ]
-        note = (
-            "the paper's 3.5 is for misclassified samples; 'magnitude' reads the constraint on |g| and |psi|, "
-            "'literal' as printed (a pole at ln(N-1))"
-        )
-        ttables.append(
-            Table(
-                "theory-thresholds",
-                "Admissibility thresholds on beta",
-                ["case / sign / reading", "paper", "this code", "boundary"],
-                rows,
-                note=note,
-            )
-        )
-        main = th.get("wrong+/magnitude/unsquared", {}).get("threshold")
-        literal = th.get("wrong+/literal/unsquared", {}).get("threshold", float("nan"))
-        stat = f"threshold {main:.3f} (magnitude reading, + root); literal reading {literal:.3f}" if main else "—"
-        claims.append(
-            _claim(
-                "theory-3.5",
-                "Misclassified samples need beta > 3.5 (10 classes)",
-                stat,
-                None if main is None else bool(abs(main - 3.5) < 0.1),
-            )
-        )
-    sections.append(
-        Section(
-            "theory",
-            "The analytical model of appendix C",
-            theory.get("summary", ""),
-            ttables,
-            [
-                _fig(
-                    tdir,
-                    "fig_c1",
-                    "figC1",
-                    "Figure C.1: constraints on beta and the thresholds they imply",
-                    "",
-                    failed=f_theory,
-                ),
-                _fig(tdir, "fig_c2", "figC2", "Figure C.2: mean-field loss surface", "", failed=f_theory),
-                _fig(
-                    tdir,
-                    "fig_c3",
-                    "figC3",
-                    "Figure C.3: relative logit-gap change under FGSM (equation 10)",
-                    "",
-                    failed=f_theory,
-                ),
-                _fig(
-                    tdir,
-                    "fig_fgsm_gap",
-                    "figFGSM",
-                    "Beyond the paper: measured gap change under FGSM against the gap",
-                    "ST and AT",
-                    failed=f_theory,
-                ),
-            ],
-            [],
-        )
-    )
-
+    dist = distillation_section(out, rdir, students, sweep, teacher, failures)
+    if crosscheck:
+        dist.tables.append(crosscheck_table(rdir, crosscheck, failures))
+    sections += [dist, _manifolds_section(out, manifolds, f_manifolds), _theory_section(out, theory, f_theory)]
     all_ids = {"standard": runs["st"], "pgd-at": runs["at"], "distill": [i for v in students.values() for i in v]}
     sections.append(Section("compute", "Compute", "", [table3(rdir, all_ids)], [], []))
+
+    evidence = load_evidence(
+        out,
+        runs,
+        students,
+        sweep,
+        teacher,
+        last_epoch,
+        analysis.get("claim_inputs", {}),
+        manifolds.get("models", {}),
+        theory,
+        preset.get("distill", {}).get("loss", "l1"),
+    )
+    by_section = check_claims(evidence, lambda needs: failures.first(*needs))
     if failures.errors:
         sections.insert(0, failures_section(out, failures))
-    sections.insert(
-        0,
-        Section(
-            "claims", "The paper's claims, checked", "Each finding as an automatic check on this run.", [], [], claims
-        ),
-    )
+    sections.insert(0, claims_section([c for cs in by_section.values() for c in cs]))
     configs = {}
     for rid in [*runs["st"], *runs["at"], *(i for v in students.values() for i in v)]:
         p = rdir / rid / "config.yaml"
         if p.is_file():
-            import yaml
-
-            configs[rid] = yaml.safe_load(p.read_text())
+            configs[rid] = read_yaml(p)
     report = Report(
         title="logitscope: what adversarial training puts into the logits",
         subtitle=f"preset {preset['name']}; teacher epoch {teacher_epoch if teacher_epoch is not None else '—'}"

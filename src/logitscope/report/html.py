@@ -4,7 +4,7 @@ Output layout under ``out_dir``::
 
     index.html          the page: inline CSS, figures as PNG data URIs, no external URL
     tables/<id>.csv     one file per table, numbers at full precision, "" for missing cells
-    claims.csv          every claim: section, id, statement, statistic, verdict, detail
+    claims.csv          every claim: section, id, statement, where, paper, statistic, verdict, detail
     report.json         tables, claims, figure ids/titles/captions, environment, run configs
 
 Everything is checked and rendered in memory first, so a bad report (a missing figure, say)
@@ -37,8 +37,14 @@ log = logging.getLogger(__name__)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DASH = "—"
-CLAIM_COLUMNS = ["section", "id", "statement", "statistic", "verdict", "detail"]
-VERDICT_CLASS = {"holds": "holds", "does not hold": "fails", "not measured": "unmeasured", "failed": "failed"}
+CLAIM_COLUMNS = ["section", "id", "statement", "where", "paper", "statistic", "verdict", "detail"]
+VERDICT_CLASS = {
+    "holds": "holds",
+    "does not hold": "fails",
+    "inconclusive": "inconclusive",
+    "not measured": "unmeasured",
+    "failed": "failed",
+}
 _CSS_PX_PER_INCH = 96
 _NUMERIC = re.compile(r"\s*[-+−±~≈<>]?\s*\.?\d")
 
@@ -191,6 +197,8 @@ def report_json(report: Report) -> dict:
                             "statistic": c.statistic,
                             "verdict": c.verdict,
                             "detail": c.detail,
+                            "paper": c.paper,
+                            "where": c.where,
                         }
                         for c in s.claims
                     ],
@@ -255,7 +263,9 @@ def render_report(report: Report, out_dir: str | Path) -> Path:
             if stale.name not in wanted:
                 stale.unlink()
     claim_rows = [
-        [s.id, c.id, c.statement, c.statistic, c.verdict, c.detail] for s in report.sections for c in s.claims
+        [s.id, c.id, c.statement, c.where, c.paper, c.statistic, c.verdict, c.detail]
+        for s in report.sections
+        for c in s.claims
     ]
     atomic_write_text(out_dir / "claims.csv", _csv_text(CLAIM_COLUMNS, claim_rows))
     atomic_write_json(out_dir / "report.json", report_json(report))

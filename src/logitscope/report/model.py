@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Literal
 
 Cell = str | float | int | None
-Verdict = Literal["holds", "does not hold", "not measured", "failed"]
+Verdict = Literal["holds", "does not hold", "inconclusive", "not measured", "failed"]
 
+# "inconclusive": the effect is within its interval's uncertainty (`logitscope.report.claims`);
 # "failed": the stage that measures the claim raised; the statistic says why.
-VERDICTS: tuple[str, ...] = ("holds", "does not hold", "not measured", "failed")
+VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive", "not measured", "failed")
 THIS_RUN = "this run"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -130,11 +131,12 @@ class Claim:
 
     Attributes:
         id: short anchor, e.g. "at-smaller-max-logit".
-        statement: the paper's finding in one sentence.
-        statistic: what we measured, formatted ("mean max logit ST 20.2 vs AT 8.6").
-        verdict: "holds", "does not hold", "not measured", or "failed" (the stage that
-            measures it raised; ``statistic`` gives the reason).
-        detail: how the check was made, or why it could not be.
+        statement: the paper's finding (its sentence, quoted).
+        statistic: what we measured, with its interval ("... effect -11.6 [-13.0, -10.1]").
+        verdict: one of `VERDICTS` (see `logitscope.report.claims`); "failed": the stage
+            that measures it raised (``statistic`` gives the reason).
+        detail: how the check was made (the effect and the test), or why it could not be.
+        paper: the paper's number; ``where``: the figure or table and section it is in.
     """
 
     id: str
@@ -142,6 +144,8 @@ class Claim:
     statistic: str
     verdict: Verdict
     detail: str = ""
+    paper: str = ""
+    where: str = ""
 
     def __post_init__(self) -> None:
         check_id("claim", self.id)

@@ -64,10 +64,12 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _statement(text: str, verdict: str, evidence: str) -> dict[str, str]:
+def _statement(text: str, verdict: str, evidence: str, sid: str = "") -> dict[str, str]:
+    """One checked statement of appendix C; ``sid`` names the ones the claims registry
+    (`logitscope.report.claims`) reads by name; the others are numbered in order."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict={verdict!r}: expected one of {VERDICTS}")
-    return {"statement": text, "verdict": verdict, "evidence": evidence}
+    return {"id": sid, "statement": text, "verdict": verdict, "evidence": evidence}
 
 
 def _fmt(x: float) -> str:
@@ -255,6 +257,7 @@ def _statements(
             f"(a pole at ln(N-1) = {_fmt(math.log(9))}, boundary '{thr10['wrong+/literal/unsquared'].boundary}'); "
             f"on magnitudes beta > max(|g|, |psi|) gives {', '.join(f'{k} {_fmt(v)}' for k, v in mags.items())} "
             f"(kappa unsquared, squared). Paper: 3.5. Literal unsquared: {_fmt(lit)}.",
+            sid="beta-3.5",
         )
     )
 
@@ -507,6 +510,8 @@ def write_theory(
         for k in (2, 3, 5, 10, 20, 100)
     }
     statements = _statements(n, thr10, orders, residuals, roots, infima, eq9, eq10, signs, mean_field, fyo, gap_results)
+    for i, s in enumerate(statements, 1):
+        s["id"] = s["id"] or f"c{i}"
 
     figs = {
         "fig_c1": figure_c1(n, thr["objects"]),
