@@ -14,8 +14,8 @@ from logitscope.report.claims import (
     REGISTRY,
     Estimate,
     Evidence,
-    Records,
     Predicate,
+    Records,
     check_claims,
     theory_claims,
 )
@@ -396,3 +396,16 @@ def test_records_refuse_other_images():
     assert r.clean.tolist() == [[1.0, 1.0]] and r.adv.tolist() == [[1.0, 0.0]] and r.gap.tolist() == [[1.0, 1.0]]
     with pytest.raises(ValueError, match="records of b hold other images than a"):
         Records.from_arrays([a, b], ["a", "b"])
+
+
+def test_late_teacher_fails_only_with_the_rule_loss_sweep():
+    """A failed KL sweep student fails l1-vs-kl, not late-teacher (it reads the L1 sweep)."""
+    from logitscope.report.build import Failures
+
+    f = Failures({"distill-sweep-e2-kl-s0": "TrainingDiverged: x"})
+    out = check_claims(CASES["late-teacher"]["holds"], lambda needs: f.first(*needs))
+    v = {c.id: c.verdict for cs in out.values() for c in cs}
+    assert v["l1-vs-kl"] == "failed" and v["late-teacher"] == "holds"
+    f = Failures({"eval-val-distill-sweep-e2-l1-s0-e4": "RuntimeError: x"})
+    out = check_claims(CASES["late-teacher"]["holds"], lambda needs: f.first(*needs))
+    assert {c.id: c.verdict for cs in out.values() for c in cs}["late-teacher"] == "failed"

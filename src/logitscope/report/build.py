@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,10 @@ class Failures:
         self.errors = dict(errors or {})
 
     def first(self, *prefixes: str) -> str | None:
-        """ "<stage>: <error>" for the first failed stage whose name starts with a prefix."""
+        """ "<stage>: <error>" for the first failed stage whose name starts with a prefix (or
+        matches it as an ``fnmatch`` pattern, e.g. ``distill-sweep-e*-l1-s*``)."""
         for name, error in self.errors.items():
-            if name.startswith(prefixes):
+            if name.startswith(prefixes) or any("*" in p and fnmatch(name, p) for p in prefixes):
                 return f"{name}: {error}"
         return None
 

@@ -236,7 +236,8 @@ def _num(x: float) -> str:
 @dataclass(frozen=True)
 class ClaimSpec:
     """One claim of the paper. ``effect`` maps the evidence to an `Estimate` (or raises
-    `Missing`); ``needs``: plan stage-name prefixes whose failure leaves it "failed"."""
+    `Missing`); ``needs``: plan stage-name prefixes (or ``fnmatch`` patterns, with
+    ``{loss}`` the distillation loss) whose failure leaves it "failed"."""
 
     id: str
     section: str
@@ -578,7 +579,9 @@ def _students(*tags: str) -> tuple[str, ...]:
     return (*(f"{p}distill-{t}" for t in tags for p in ("", "eval-")), "choose-teacher")
 
 
-_SWEEP = ("distill-sweep", "eval-distill-sweep", "eval-val-distill-sweep", "choose-teacher")
+_SWEEP = ("distill-sweep", "eval-distill-sweep")
+# the teacher rule's loss only (figure A.6); "{loss}" is filled in from the evidence
+_RULE_SWEEP = ("distill-sweep-e*-{loss}-s*", "eval-distill-sweep-e*-{loss}-s*", "eval-val-distill-sweep-e*-{loss}-s*")
 _MANIFOLDS = ("manifolds",)
 
 REGISTRY: tuple[ClaimSpec, ...] = (
@@ -857,7 +860,7 @@ REGISTRY: tuple[ClaimSpec, ...] = (
         "student adversarial accuracy (test), chosen teacher epoch minus the last sweep epoch",
         Predicate.above(0.0),
         _late_teacher,
-        _SWEEP,
+        (*_RULE_SWEEP, "choose-teacher"),
     ),
     ClaimSpec(
         "l1-vs-kl",
@@ -923,8 +926,10 @@ def check_claims(
     """Every claim of the registry on ``ev``, by report section, plus appendix C's statements
     ("theory"). ``failed(needs)``: the failed stage (with its error) among ``needs``, if any."""
     out: dict[str, list[Claim]] = {}
+    loss = ev.teacher.get("loss", "l1")
     for spec in REGISTRY:
-        out.setdefault(spec.section, []).append(spec.check(ev, failed(spec.needs)))
+        needs = tuple(n.replace("{loss}", loss) for n in spec.needs)
+        out.setdefault(spec.section, []).append(spec.check(ev, failed(needs)))
     theory_failed = failed(("theory",))
     if theory_failed:
         out["theory"] = [Claim("theory", "The analytical model of appendix C", f"failed: {theory_failed}", "failed")]
