@@ -91,7 +91,7 @@ def _manifold_models(
             vals = {"radius": (1.0 + g * (i > 0)) * noise(), "capacity": c * noise() if i else 0.5 * noise()}
             layers[name] = {"defined": True, "per_manifold": {k: v.tolist() for k, v in vals.items()}}
         layers["logits"] = {"defined": False, "undefined": "undefined: 40 manifolds in 10 dimensions"}
-        models[label] = {"layers": layers}
+        models[label] = {"layers": dict(sorted(layers.items())), "layer_order": list(layers)}
     return Evidence(manifolds=models, n_classes=10)
 
 
@@ -290,6 +290,8 @@ def test_manifold_claims_skip_undefined_layers_and_say_so():
     old = _manifold_models()
     del old.manifolds["ST teacher"]["layers"]["conv1"]["per_manifold"]
     assert "predates per-exemplar values" in SPECS["manifold-radius-early"].check(old).statistic
+    del old.manifolds["ST teacher"]["layer_order"]
+    assert "predates its layer order" in SPECS["manifold-radius-early"].check(old).statistic
 
 
 def test_theory_claims_keep_the_theory_sections_verdict():

@@ -182,6 +182,7 @@ def analyze_models(
             "run": run.dir.name,
             "epoch": run.resolve_epoch(epoch),
             "layers": layer_geometry(acts, n_t, seed, simulate, n_dichotomies),
+            "layer_order": list(acts),  # input to logits (the JSON's keys are sorted)
         }
         log.info(
             "manifolds %s: capacity %s",

@@ -192,7 +192,8 @@ def distillation_section(
                 "fig4a",
                 "Figure 4A: one sample's teacher targets after each manipulation",
                 fd.fig4a_target_transforms(panels, label, folder / "fig4a.png"),
-                "blue: the true class; orange: values the manipulation changed",
+                f"train split, targets of the AT teacher at epoch {teacher.get('epoch', '—')}; blue: the true "
+                "class; orange: values the manipulation changed",
             )
         )
     ks = sorted({int(t[3:].split("-")[0]) for t in students if t.startswith("fix")})
@@ -206,7 +207,8 @@ def distillation_section(
                 fd.fig4b_accuracy_vs_k(
                     permute, folder / "fig4b.png", average=average or None, normal=acc.get("normal", ([], []))[1]
                 ),
-                "fix-k: the teacher's top-k logits kept, the rest permuted or averaged; line: normal distillation",
+                "test split, each student's last epoch; fix-k: the teacher's top-k logits kept, the rest "
+                "permuted or averaged; line: normal distillation",
             )
         )
     nat: dict[str, dict[int, list[float]]] = {}
@@ -221,7 +223,7 @@ def distillation_section(
                 "figA6",
                 "Figure A.6: student accuracy against the teacher's epoch (L1)",
                 fd.figA6_teacher_epoch(nat["l1"], adv["l1"], folder / "figA6.png"),
-                teacher.get("rule", ""),
+                "test split, each student's last epoch; " + teacher.get("rule", ""),
             )
         )
         figs.append(
@@ -229,7 +231,8 @@ def distillation_section(
                 "figA7",
                 "Figure A.7: L1 logit distillation against KL softmax distillation",
                 fd.figA7_l1_vs_kl(nat, adv, folder / "figA7.png"),
-                "per teacher epoch; both losses with the same student schedule"
+                "test split, each student's last epoch, per teacher epoch; both losses with the same student "
+                "schedule"
                 + (f" ({r})" if (r := _kl_recipe(runs, sweep)) else "")
                 + (f"; failed: {f}" if (f := failed_sweep()) else ""),
             )

@@ -306,7 +306,7 @@ def _analysis_effect(key: str, a: str, b: str, label: str) -> Callable[[Evidence
 
 def _where(ev: Evidence) -> str:
     e = ev.analysis.get("epoch")
-    return f"{ev.analysis.get('split', '?')} split, epoch {e if e is not None else 'last'}"
+    return f"{ev.analysis.get('split', '?')} split, " + (f"epoch {e}" if e is not None else "last epoch")
 
 
 def _level_effect(key: str, group: str, label: str) -> Callable[[Evidence], Estimate]:
@@ -477,9 +477,13 @@ def _l1_vs_kl(ev: Evidence) -> Estimate:
 
 
 def _layers(ev: Evidence, label: str) -> dict[str, dict[str, Any]]:
+    """The model's layers from input to logits (``layer_order``; manifolds.json's keys are sorted)."""
     if label not in ev.manifolds:
         raise Missing(f"no manifold analysis of the {label}")
-    return ev.manifolds[label]["layers"]
+    model = ev.manifolds[label]
+    if "layer_order" not in model:
+        raise Missing("manifolds.json predates its layer order: rerun the manifolds stage")
+    return {n: model["layers"][n] for n in model["layer_order"]}
 
 
 def _per_manifold(layer: dict[str, Any], key: str) -> np.ndarray:
@@ -520,8 +524,10 @@ def _radius_early(ev: Evidence) -> Estimate:
 
 
 def _capacity_towards_st(label: str) -> Callable[[Evidence], Estimate]:
-    """Where the student's capacity sits between the ST (0) and AT (1) teachers', averaged over
-    the hidden layers defined in all three: below 0.5 it is nearer the ST teacher's."""
+    """Where the student's capacity sits between the ST (0) and AT (1) teachers', summed over
+    the hidden layers defined in all three (a ratio of sums: a layer where the teachers are
+    alike does not blow it up): below 0.5 it is nearer the ST teacher's. Undefined (no
+    interval) where the AT teacher's capacity is not above the ST teacher's."""
 
     def run(ev: Evidence) -> Estimate:
         models = {"s": _layers(ev, label), "st": _layers(ev, "ST teacher"), "at": _layers(ev, "AT teacher")}
@@ -535,17 +541,19 @@ def _capacity_towards_st(label: str) -> Callable[[Evidence], Estimate]:
         }
 
         def effect(m: dict[str, Any]) -> Any:
-            pos = []
-            for i in range(len(names)):
-                c = {g: _capacity(m[f"{g}{i}"]["inv"]) for g in models}
-                pos.append(ratio(c["s"] - c["st"], c["at"] - c["st"]))
-            return np.nanmean(np.stack(pos), axis=0)
+            c = {g: [_capacity(m[f"{g}{i}"]["inv"]) for i in range(len(names))] for g in models}
+            return ratio(
+                sum(a - b for a, b in zip(c["s"], c["st"], strict=True)),
+                sum(a - b for a, b in zip(c["at"], c["st"], strict=True)),
+            )
 
         caps = {g: [float(_capacity(samples[f"{g}{i}"]["inv"].mean())) for i in range(len(names))] for g in models}
         text = "capacity by layer (" + ", ".join(names) + f"): {label} " + " ".join(f"{c:.3f}" for c in caps["s"])
         text += "; ST " + " ".join(f"{c:.3f}" for c in caps["st"]) + "; AT " + " ".join(f"{c:.3f}" for c in caps["at"])
         n = samples[f"s{0}"]["inv"].shape[1]
-        return estimate(samples, effect, text, f"{n} exemplars; effect: (student - ST) / (AT - ST), mean over layers")
+        return estimate(
+            samples, effect, text, f"{n} exemplars; effect: sum over layers of (student - ST) / sum of (AT - ST)"
+        )
 
     return run
 
@@ -895,7 +903,7 @@ REGISTRY: tuple[ClaimSpec, ...] = (
         "for adversarially perturbed images, nearing that of the non-robust standard trained teacher network.”",
         "near the ST teacher",
         "figure 5A",
-        "student capacity between the ST (0) and AT (1) teachers', mean over hidden layers; nearer ST: below 0.5",
+        "student capacity between the ST (0) and AT (1) teachers', over the hidden layers; nearer ST: below 0.5",
         Predicate.below(0.5),
         _capacity_towards_st("correct-fix-1 student"),
         _MANIFOLDS,
@@ -908,7 +916,7 @@ REGISTRY: tuple[ClaimSpec, ...] = (
         "adversarially perturbed images, nearing that of the non-robust standard trained teacher network.”",
         "near the ST teacher",
         "figure 5A",
-        "student capacity between the ST (0) and AT (1) teachers', mean over hidden layers; nearer ST: below 0.5",
+        "student capacity between the ST (0) and AT (1) teachers', over the hidden layers; nearer ST: below 0.5",
         Predicate.below(0.5),
         _capacity_towards_st("hybrid student"),
         _MANIFOLDS,
