@@ -65,9 +65,13 @@ def store(tmp_path):
                 "seed": 0,
             }
     (out / "plan").mkdir(parents=True)
-    (out / "plan" / "teacher.json").write_text(
-        json.dumps({"epoch": 2, "rule": "teacher epoch 2, chosen on the validation split (100 images)", "split": "val"})
-    )
+    chose = {
+        n: {**i, "val_clean_acc": 0.81, "val_robust_acc": 0.42 if i["teacher_epoch"] == 2 else 0.12, "val_n": 100}
+        for n, i in sweep.items()
+        if i["loss"] == "l1"
+    }
+    teacher = {"epoch": 2, "rule": "teacher epoch 2, chosen on the validation split (100 images)", "split": "val"}
+    (out / "plan" / "teacher.json").write_text(json.dumps({**teacher, "n_val": 100, "sweep": chose}))
     (out / "analysis").mkdir()
     inputs = {
         "split": "test",
@@ -140,6 +144,9 @@ def test_report_from_a_synthetic_store(store):
     assert cross[0][3:] == ["paper protocol (APGD-CE, APGD-DLR)", "AutoAttack (standard)", "ODI"]
     assert cross[1] == ["ST", "epoch 3", str(N), "0.0%", "0.0%", "—"]
     assert cross[2] == ["AT teacher", "epoch 2", str(N), "50.0%", "44.0%", "46.0%"]
+    chosen = _csv(out / "report" / "tables" / "teacher-choice.csv")
+    assert chosen[1] == ["2 (chosen)", "distill-sweep-e2-l1-s0", "81.0%", "42.0%", "80.0%", "40.0%"]
+    assert chosen[2][0] == "3" and chosen[2][3] == "12.0%"
     page = html.read_text()
     assert "inconclusive" in page and "percentile bootstrap" in page
 

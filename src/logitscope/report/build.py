@@ -237,6 +237,9 @@ def distillation_section(
                 + (f"; failed: {f}" if (f := failed_sweep()) else ""),
             )
         )
+    tables = [t2]
+    if chosen := teacher_choice_table(runs, teacher):
+        tables.append(chosen)
     corr = _provenance_report(runs, students.get("correct-fix1", []))
     text = (
         "The teacher's training error that correct-fix-1 fixed: "
@@ -247,7 +250,28 @@ def distillation_section(
     if not students and (failed := failures.first("choose-teacher", *sweep)):
         text += f" No student was trained: the teacher epoch could not be chosen (failed: {failed})."
     return Section(
-        "distillation", "Robust distillation with manipulated targets (section 4.2, A.3)", text, [t2], figs, []
+        "distillation", "Robust distillation with manipulated targets (section 4.2, A.3)", text, tables, figs, []
+    )
+
+
+def teacher_choice_table(runs: Path, teacher: dict[str, Any]) -> Table | None:
+    """The numbers that chose the teacher epoch (validation split) beside the test numbers
+    figure A.6 reports, per sweep student of the rule's loss; None when the epoch was fixed."""
+    if teacher.get("split") != "val":
+        return None
+    rows = []
+    for name, info in sorted(teacher.get("sweep", {}).items(), key=lambda kv: kv[1]["teacher_epoch"]):
+        test = _summary(runs, info["run_id"], info["epoch"]) or {}
+        cells = [info.get("val_clean_acc"), info.get("val_robust_acc"), test.get("clean_acc"), test.get("robust_acc")]
+        mark = " (chosen)" if info["teacher_epoch"] == teacher.get("epoch") else ""
+        rows.append([f"{info['teacher_epoch']}{mark}", name, *("—" if c is None else f"{100 * c:.1f}%" for c in cells)])
+    return Table(
+        "teacher-choice",
+        "Appendix A.3: the teacher epoch, chosen on the validation split",
+        ["teacher epoch", "student", "val natural", "val adversarial", "test natural", "test adversarial"],
+        rows,
+        note=f"the rule reads the validation columns only ({teacher.get('n_val', '?')} images held out of training); "
+        "the test columns are reported, never used to choose",
     )
 
 
