@@ -106,6 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         n_restarts=args.n_restarts,
         batch_size=args.batch_size,
         seed=args.seed,
+        split=args.split,
     )
     print(json.dumps(result))
     return 0
@@ -207,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--epoch", type=int)
     e.add_argument("--eps", help="L-inf radius, e.g. 8/255 (default: the run's training eps)")
-    e.add_argument("--n", type=int, help="first n test images (default: all)")
+    e.add_argument("--n", type=int, help="first n images of the split (default: all)")
+    e.add_argument("--split", default="test", help="test | val (the run's data.val_per_class hold-out)")
     e.add_argument("--protocol", default="paper", help="paper | autoattack | odi")
     e.add_argument("--n-iter", type=int, default=100)
     e.add_argument("--n-restarts", type=int, default=1)

@@ -2,8 +2,11 @@
 
 ``evaluate(run, epoch)`` loads the checkpoint, runs the protocol on the test split (first
 ``n`` images) and writes ``<run>/eval/<protocol>-epoch_040.npz`` (per-sample records) and
-``.json`` (the summary). A killed evaluation resumes from ``eval/.<name>.state.npz``; an
-evaluation already written with the same settings is returned without recomputing.
+``.json`` (the summary). ``split="val"`` evaluates the run's validation hold-out instead
+(``data.val_per_class``), written as ``<protocol>-val-epoch_040.npz``: choices (the teacher
+epoch) read those, so the test split is read once, to report. A killed evaluation resumes
+from ``eval/.<name>.state.npz``; an evaluation already written with the same settings is
+returned without recomputing.
 """
 
 from __future__ import annotations
@@ -24,8 +27,21 @@ from logitscope.training.engine import load_run_dataset, resolve_device
 log = logging.getLogger(__name__)
 
 
-def record_path(run_dir: str | os.PathLike, protocol: str, epoch: int) -> Path:
-    return Path(run_dir) / "eval" / f"{protocol}-epoch_{epoch:03d}.npz"
+EVAL_SPLITS = ("test", "val")
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one the protocol evaluates ("test" or "val"); a one-line error otherwise."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split={split!r}: expected 'test' or 'val'")
+    return split
+
+
+def record_path(run_dir: str | os.PathLike, protocol: str, epoch: int, split: str = "test") -> Path:
+    """``<run>/eval/<protocol>-epoch_XXX.npz`` (test) or ``<protocol>-val-epoch_XXX.npz`` (val:
+    a name the test records' globs, ``<protocol>-epoch_*``, do not match)."""
+    infix = "" if check_split(split) == "test" else f"-{split}"
+    return Path(run_dir) / "eval" / f"{protocol}{infix}-epoch_{epoch:03d}.npz"
 
 
 def _saved_summary(path: Path, summary_path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -74,17 +90,22 @@ def evaluate(
     device: str = "auto",
     allow_randomized: bool = False,
     precision: str = "fp32",
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Evaluate ``run`` at ``epoch`` (default: last checkpoint) on its test split.
+    """Evaluate ``run`` at ``epoch`` (default: last checkpoint) on its test (or validation) split.
 
     Args:
         eps: L-inf radius in [0, 1]; ``None`` uses the run's training eps.
-        n: evaluate the first ``n`` test images (``None``: all).
+        n: evaluate the first ``n`` images of the split (``None``: all).
         protocol: "paper" (APGD-CE then APGD-DLR), "autoattack" or "odi".
+        split: "test", or "val": the run's validation hold-out (``data.val_per_class`` images
+            per class, held out of its training set), for choices made before the test split
+            is read.
 
     Returns:
-        The summary (also written as JSON beside the records).
+        The summary (also written as JSON beside the records), with ``split``.
     """
+    check_split(split)
     run = run if isinstance(run, Run) else Run(run)
     epoch = run.resolve_epoch(epoch)
     cfg = ProtocolConfig(
@@ -97,17 +118,23 @@ def evaluate(
         allow_randomized=allow_randomized,
         precision=precision,
     )
-    path = record_path(run.dir, protocol, epoch)
+    path = record_path(run.dir, protocol, epoch, split)
     summary_path = path.with_suffix(".json")
     settings = {**cfg.result_settings(), "n": n, "epoch": epoch}
     saved = _saved_summary(path, summary_path, settings)
     if saved is not None:
-        return saved
+        return {**saved, "split": split}  # summaries written before the split was recorded: test
     if n is not None and n < 1:
-        raise ValueError(f"n={n}: expected a positive number of test images (or none for all)")
+        raise ValueError(f"n={n}: expected a positive number of {split} images (or none for all)")
     dev = resolve_device(device)
     data = load_run_dataset(run.config)
-    x, y = data.x_test[:n], data.y_test[:n]
+    x, y = data.split(split)
+    if split == "val" and not len(y):
+        raise ValueError(
+            f"run {run.dir.name} has no validation images (data.val_per_class={run.config.data.val_per_class}): "
+            "set data.val_per_class to hold some out of its training set"
+        )
+    x, y = x[:n], y[:n]
     model = load_model(run, epoch, device=dev)
     t0 = time.perf_counter()
     state = path.parent / f".{path.stem}.state.npz"
@@ -119,6 +146,7 @@ def evaluate(
         "run": run.dir.name,
         "epoch": epoch,
         "protocol": protocol,
+        "split": split,
         "eps": cfg.eps,
         "n": len(y),
         "clean_acc": result.clean_accuracy,
@@ -131,12 +159,13 @@ def evaluate(
     atomic_write_json(summary_path, summary)
     state.unlink(missing_ok=True)
     log.info(
-        "%s epoch %d: clean %.4f robust %.4f (%s, eps %.4g, %.1f s)",
+        "%s epoch %d: clean %.4f robust %.4f (%s, %s split, eps %.4g, %.1f s)",
         run.dir.name,
         epoch,
         result.clean_accuracy,
         result.robust_accuracy,
         protocol,
+        split,
         cfg.eps,
         seconds,
     )

@@ -17,6 +17,7 @@ from plan_helpers import (
     CHOOSE,
     SWEEP,
     SWEEP_EVALS,
+    SWEEP_VAL_EVALS,
     RecordingExecutor,
     assert_same_results,
     plan_results,
@@ -214,7 +215,8 @@ def test_reproduce_up_to_the_choice_then_a_rerun_does_nothing(chosen_copy, tiny_
     assert sorted(before) == sorted(f"{n}.json" for n in CHOOSE)
     teacher = json.loads((out / "plan" / "teacher.json").read_text())
     assert teacher["epoch"] in (1, 2) and set(teacher["sweep"]) == set(SWEEP)  # the rule reads L1 students only
-    assert all("robust_acc" in v for v in teacher["sweep"].values())
+    assert teacher["split"] == "val" and teacher["n_val"] == 40 and "validation split (40 images)" in teacher["rule"]
+    assert all("val_robust_acc" in v and v["val_n"] == 40 for v in teacher["sweep"].values())
     assert run_plan(tiny_preset, out, only=["choose"]) == []
     assert reproduce(str(tiny_preset), out, only=["choose"]) == 0
     assert marker_times(out) == before
@@ -225,16 +227,17 @@ def test_reproduce_up_to_the_choice_then_a_rerun_does_nothing(chosen_copy, tiny_
 def test_a_changed_evaluation_setting_reruns_the_evaluations_and_the_choice(chosen_copy, tiny_preset):
     runs = sorted(p.name for p in (chosen_copy / "runs").iterdir())
     ran = run_plan(tiny_preset, chosen_copy, ("evaluate.n_iter=3",), only=["choose"])
-    assert ran == [*SWEEP_EVALS, "choose-teacher"]
+    assert ran == [*SWEEP_VAL_EVALS, "choose-teacher"]
     assert sorted(p.name for p in (chosen_copy / "runs").iterdir()) == runs  # no training
     teacher = json.loads((chosen_copy / "plan" / "teacher.json").read_text())
-    assert {v["settings"]["n_iter"] for v in teacher["sweep"].values()} == {3}
+    val = [chosen_copy / "runs" / v["run_id"] / "eval" / "paper-val-epoch_001.json" for v in teacher["sweep"].values()]
+    assert {json.loads(p.read_text())["settings"]["n_iter"] for p in val} == {3}
 
 
 def test_a_changed_distillation_setting_retrains_the_students_only(chosen_copy, tiny_preset):
     runs = {p.name for p in (chosen_copy / "runs").iterdir()}
     ran = run_plan(tiny_preset, chosen_copy, ("distill.epochs=2",), only=["choose"])
-    assert ran == [*SWEEP, *[f"eval-{s}-e2" for s in SWEEP], "choose-teacher"]  # students now end at epoch 2
+    assert ran == [*SWEEP, *[f"eval-val-{s}-e2" for s in SWEEP], "choose-teacher"]  # students now end at epoch 2
     new = {p.name for p in (chosen_copy / "runs").iterdir()} - runs
     assert len(new) == len(SWEEP)
     assert all("-student-sweep-" in n and Run(chosen_copy / "runs" / n).last_epoch == 2 for n in new)
@@ -272,9 +275,9 @@ def test_a_killed_plan_continues_to_the_same_results(tmp_path, tiny_preset, chos
     assert sorted(marker_times(out)) == ["train-at-s0.json"]
     with pytest.raises(KeyboardInterrupt):
         run_plan(tiny_preset, out, only=["choose"])
-    assert sorted(marker_times(out)) == sorted(f"{n}.json" for n in ["train-at-s0", *SWEEP, SWEEP_EVALS[0]])
-    assert run_plan(tiny_preset, out, only=["choose"]) == [*SWEEP_EVALS[1:], "choose-teacher"]
-    assert calls == {"train": 2 + 1 + len(SWEEP), "evaluate": 1 + len(SWEEP_EVALS)}
+    assert sorted(marker_times(out)) == sorted(f"{n}.json" for n in ["train-at-s0", *SWEEP, SWEEP_VAL_EVALS[0]])
+    assert run_plan(tiny_preset, out, only=["choose"]) == [*SWEEP_VAL_EVALS[1:], "choose-teacher"]
+    assert calls == {"train": 2 + 1 + len(SWEEP), "evaluate": 1 + len(SWEEP_VAL_EVALS)}
     assert_same_results(plan_results(out), plan_results(chosen))
 
 
@@ -302,6 +305,7 @@ def test_students_follow_the_choice_and_a_rerun_choice_keeps_them(chosen_copy, t
     assert set(ran) == {
         *kl_sweep,
         *[f"eval-{s}-e1" for s in kl_sweep],
+        *SWEEP_EVALS,  # figure A.6's test numbers: not read by the choice
         "train-st-s0",
         "eval-train-st-s0-e2",
         "eval-train-at-s0-e2",

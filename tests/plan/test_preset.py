@@ -33,21 +33,31 @@ def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
         plan = build_plan(preset, tmp_path)
         n_seeds = len(preset["seeds"])
         n_sweep = len(preset["distill"]["sweep_seeds"]) * len(preset["teacher"]["epochs"]) * 2  # L1 and KL
+        rule = preset["teacher"]["fixed_epoch"] is None
+        n_val = n_sweep // 2 if rule else 0  # the rule's validation evaluations of the L1 students
+        at_teacher = preset["analysis"]["epoch"] == "teacher"  # the analyses wait for the teacher epoch
+        n_cross = len(preset["crosscheck"]["protocols"])  # the ST run's; the others wait for the teacher
         kinds = [s.kind for s in plan.stages.values()]
         # before the teacher choice: ST and AT runs and their evaluations, the sweep and its
         # evaluations, the choice, the logit analyses, the theory and the report (which waits for all)
         assert kinds.count("train") == 2 * n_seeds, name
         assert kinds.count("distill") == n_sweep, name
-        assert kinds.count("evaluate") == 2 * n_seeds + n_sweep, name
-        assert len(kinds) == 4 * n_seeds + 2 * n_sweep + 4, name
-        assert plan.pending and plan.waits_on == {"choose-teacher": ("distill", "evaluate", "manifolds")}
+        assert kinds.count("evaluate") == 2 * n_seeds + n_sweep + n_val + n_cross, name
+        assert kinds.count("analyze") == (0 if at_teacher else 1), name
+        assert len(kinds) == 4 * n_seeds + 2 * n_sweep + n_val + n_cross + 4 - at_teacher, name
+        waits = ("distill", "evaluate", "manifolds") + (("analyze",) if at_teacher else ())
+        assert plan.pending and plan.waits_on == {"choose-teacher": waits}, name
         # a kind whose stages appear after the teacher choice: the choice and what it needs
+        # (the rule: the L1 sweep students' validation evaluations; a fixed epoch: nothing)
         loss = preset["distill"]["loss"]
-        sweep_l1 = {n for n in plan.stages if "-sweep-" in n and f"-{loss}-" in n}  # what the rule reads
+        sweep_l1 = {n for n in plan.stages if n.startswith(("distill-sweep-", "eval-val-")) and f"-{loss}-" in n}
         teachers = {f"train-at-s{s}" for s in preset["distill"]["sweep_seeds"]}
-        assert {s.name for s in plan.select(["choose"])} == {"choose-teacher", *teachers, *sweep_l1}, name
+        choice = {"choose-teacher", *teachers, *sweep_l1} if rule else {"choose-teacher"}
+        assert {s.name for s in plan.select(["choose"])} == choice, name
         assert {s.name for s in plan.select(["report"])} == set(plan.stages), name
-    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 8 + 4
+        if at_teacher:
+            assert {s.name for s in plan.select(["analyze"])} == {s.name for s in plan.select(["choose"])}, name
+    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 8 + 4 + 2 + 4
     assert not (tmp_path / "plan").exists()  # building a plan writes nothing
 
 
@@ -138,6 +148,20 @@ def resolve_preset_dict(overrides: list[str]) -> dict:
         (["--preset", "cifar10-quick"], "cifar10 needs --data-dir"),
         (["--preset", "cifar10-quick", "--data-dir", "/nonexistent"], "data folder /nonexistent does not exist"),
         (["--preset", "cifar100-paper", "--data-dir", "/nonexistent", "--dry-run"], "/nonexistent does not exist"),
+        (["--set", "analysis.epoch=last"], "analysis.epoch='last': expected an integer, null or 'teacher'"),
+        (["--set", "analysis.epoch=3"], "analysis.epoch=3: expected an epoch between 1 and train.epochs=2"),
+        (
+            ["--set", "train.set.data.val_per_class=0"],
+            "the teacher rule (appendix A.3) needs a validation split and digits holds none out "
+            "(data.val_per_class=0): set train.set: {data.val_per_class: N}",
+        ),
+        (["--set", "distill.set.data.val_per_class=5"], "distill.set gives the students data.val_per_class=5"),
+        (["--preset", "digits", "--set", "crosscheck.n=0"], "crosscheck.n=0: expected a positive number"),
+        (["--preset", "digits", "--set", "crosscheck.n=398"], "crosscheck.n=398: expected at most the 397 test"),
+        (["--preset", "digits", "--set", "evaluate.n=40"], "crosscheck.n=50: expected at most evaluate.n=40"),
+        (["--preset", "digits", "--set", "crosscheck.models=[st, teacher]"], "crosscheck.models has 'teacher'"),
+        (["--preset", "digits", "--set", "crosscheck.protocols=[paper]"], "crosscheck.protocols has 'paper'"),
+        (["--preset", "digits", "--set", "crosscheck.protocols=odi"], "crosscheck.protocols='odi': expected a list"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tmp_path, tiny_preset, capsys, args, message):
@@ -165,9 +189,9 @@ def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path, tiny_preset, caps
     states = {line.split()[2]: line.split()[0] for line in lines if line.split()[0] in ("done", "ready", "waiting")}
     assert {n for n, state in states.items() if state == "ready"} == {"train-st-s0", "train-at-s0"}
     assert states["eval-train-at-s0-e2"] == states["distill-sweep-e2-kl-s0"] == states["choose-teacher"] == "waiting"
-    assert len(states) == 16
+    assert len(states) == 18
     assert lines[-2].startswith("pending  students")
-    assert lines[-1] == "0/16 stages done; 1 group(s) pending"
+    assert lines[-1] == "0/18 stages done; 1 group(s) pending"
     # --only shows the part of the plan it would run
     assert main(["reproduce", "--preset", str(tiny_preset), "--out", str(out), "--dry-run", "--only", "train"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -411,3 +411,10 @@ def test_late_teacher_fails_only_with_the_rule_loss_sweep():
     f = Failures({"eval-val-distill-sweep-e2-l1-s0-e4": "RuntimeError: x"})
     out = check_claims(CASES["late-teacher"]["holds"], lambda needs: f.first(*needs))
     assert {c.id: c.verdict for cs in out.values() for c in cs}["late-teacher"] == "failed"
+
+
+def test_late_teacher_says_how_the_epoch_was_chosen():
+    ev = _sweep(0.4, 0.05)
+    assert "teacher epoch 10 (chosen on the val split)" in SPECS["late-teacher"].check(ev).statistic
+    ev.teacher["split"] = None  # teacher.fixed_epoch
+    assert "teacher epoch 10 (fixed by the preset)" in SPECS["late-teacher"].check(ev).statistic

@@ -9,10 +9,13 @@ stages that depend on it. Training stages resume their run folders, so a killed
 ``reproduce`` continues where it stopped.
 
 The graph has one decision: the AT teacher checkpoint (appendix A.3), chosen from the
-figure A.6 sweep. Stages downstream of it appear once ``plan/teacher.json`` exists; the
-executor rebuilds the plan until nothing is left to run. A decision enters its dependents'
-keys through the value decided (the chosen epoch is in their parameters), not through its
-own key: a changed sweep that picks the same epoch retrains no student.
+figure A.6 sweep students' accuracies on the validation split (``eval-val-*`` stages; the
+test split is read once, to report). Stages downstream of it (the students, the analyses at
+the teacher epoch with ``analysis.epoch: teacher``, the cross-check of the AT teacher and
+the normal student) appear once ``plan/teacher.json`` exists; the executor rebuilds the
+plan until nothing is left to run. A decision enters its dependents' keys through the value
+decided (the chosen epoch is in their parameters), not through its own key: a changed sweep
+that picks the same epoch retrains no student.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from logitscope.store.errors import DamagedFileError, read_json
 log = logging.getLogger(__name__)
 
 STAGE_KINDS = ("train", "distill", "evaluate", "choose", "analyze", "manifolds", "theory", "report")
+# Section 3's cross-check: preset model key -> the report's label.
+CROSSCHECK_MODELS = {"st": "ST", "at": "AT teacher", "normal": "normal student"}
+CROSSCHECK_PROTOCOLS = ("autoattack", "odi")
 
 
 @dataclass(frozen=True)
@@ -318,6 +324,57 @@ def _student_config(
     return _run_config(preset, "distill", seed, data_dir, **extra)
 
 
+def _add_crosscheck(
+    preset: dict[str, Any],
+    stages: list[Stage],
+    seed: int,
+    st: RunConfig,
+    at: RunConfig,
+    last: int,
+    chosen: int | None,
+    students: dict[str, list[tuple[str, RunConfig]]],
+    ev_params: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Section 3's cross-check: ``crosscheck-<protocol>-<model>`` evaluates the first
+    ``crosscheck.n`` test images of seed 0's ST run (last epoch), AT run (teacher epoch) and
+    normal student (last epoch) under AutoAttack and ODI; the latter two once the teacher is
+    chosen. The paper protocol on the same images is the first n rows of each model's
+    full-test record (every image's attack is seeded by its index, so its verdict does not
+    depend on what shares its batch; logits agree to float rounding), so nothing else is
+    evaluated. Returns the report's label -> run, epoch, n, protocols of the models planned."""
+    cc = preset.get("crosscheck") or {}
+    models: dict[str, tuple[RunConfig, int, str]] = {"st": (st, last, f"train-st-s{seed}")}
+    if chosen is not None:
+        models["at"] = (at, chosen, f"train-at-s{seed}")
+        if students.get("normal"):
+            name, cfg = students["normal"][0]
+            models["normal"] = (cfg, cfg.epochs, name)
+    planned: dict[str, dict[str, Any]] = {}
+    for model in cc.get("models", ()):
+        if model not in models or not cc.get("protocols"):
+            continue
+        cfg, epoch, dep = models[model]
+        for protocol in cc["protocols"]:
+            params = {"run_id": cfg.run_id, "epoch": epoch, **ev_params, "n": cc["n"], "protocol": protocol}
+            stages.append(
+                Stage(
+                    f"crosscheck-{protocol}-{model}",
+                    "evaluate",
+                    "logitscope.plan.stages:evaluate_stage",
+                    params,
+                    (dep,),
+                    gpu=True,
+                )
+            )
+        planned[CROSSCHECK_MODELS[model]] = {
+            "run_id": cfg.run_id,
+            "epoch": epoch,
+            "n": cc["n"],
+            "protocols": list(cc["protocols"]),
+        }
+    return planned
+
+
 def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -> Plan:
     out = Path(out)
     stages: list[Stage] = []
@@ -331,18 +388,11 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
         )
         return name
 
-    def add_eval(run_stage: str, cfg: RunConfig, epoch: int) -> str:
-        name = f"eval-{run_stage}-e{epoch}"
-        stages.append(
-            Stage(
-                name,
-                "evaluate",
-                "logitscope.plan.stages:evaluate_stage",
-                {"run_id": cfg.run_id, "epoch": epoch, **ev_params},
-                (run_stage,),
-                gpu=True,
-            )
-        )
+    def add_eval(run_stage: str, cfg: RunConfig, epoch: int, split: str = "test") -> str:
+        """The paper protocol on ``split`` (val: ``eval-val-<stage>-e<epoch>``, its own records)."""
+        name = f"eval-{run_stage}-e{epoch}" if split == "test" else f"eval-{split}-{run_stage}-e{epoch}"
+        params = {"run_id": cfg.run_id, "epoch": epoch, **ev_params, **({"split": split} if split != "test" else {})}
+        stages.append(Stage(name, "evaluate", "logitscope.plan.stages:evaluate_stage", params, (run_stage,), gpu=True))
         return name
 
     seeds = list(preset["seeds"])
@@ -356,8 +406,12 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
         evals["st"].append(add_eval(f"train-st-s{s}", st[s], last))
         evals["at"].append(add_eval(f"train-at-s{s}", at[s], last))
 
-    # Figure A.6 / A.7 sweep: normal distillation from each teacher epoch, L1 and KL.
+    # Figure A.6 / A.7 sweep: normal distillation from each teacher epoch, L1 and KL. Their
+    # test evaluations are the figures'; the rule (unless the epoch is fixed) reads the
+    # students of the distillation loss only (A.7's other loss is for the report), on the
+    # validation split only.
     teacher = preset["teacher"]
+    rule = teacher.get("fixed_epoch") is None
     sweep: dict[str, dict[str, Any]] = {}
     for s in preset["distill"]["sweep_seeds"]:
         for te in teacher["epochs"]:
@@ -372,8 +426,9 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
                     "loss": loss,
                     "seed": s,
                 }
-    # the rule reads the students of the distillation loss only (A.7's other loss is for the report)
-    choose_deps = tuple(v["eval"] for v in sweep.values() if v["loss"] == preset["distill"]["loss"])
+                if rule and loss == preset["distill"]["loss"]:
+                    sweep[name]["val_eval"] = add_eval(name, cfg, cfg.epochs, split="val")
+    choose_deps = tuple(v["val_eval"] for v in sweep.values() if "val_eval" in v)
     stages.append(
         Stage(
             "choose-teacher",
@@ -393,9 +448,10 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
     chosen = int(partial.result("choose-teacher")["epoch"]) if partial.is_done("choose-teacher") else None
     students: dict[str, list[tuple[str, RunConfig]]] = {}
     waits_on: dict[str, tuple[str, ...]] = {}
+    at_teacher_epoch = preset["analysis"]["epoch"] == "teacher"
     if chosen is None:
         pending.append("students (figure 4, table 2), their evaluation, analyses and report: wait for choose-teacher")
-        waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds")
+        waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds") + (("analyze",) if at_teacher_epoch else ())
     else:
         d = preset["distill"]
         variants: list[tuple[str, dict[str, Any]]] = [("normal", {})]
@@ -414,23 +470,33 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
                 name = add_train(f"distill-{tag}-s{s}", cfg, deps, kind="distill")
                 add_eval(name, cfg, cfg.epochs)
                 students.setdefault(tag, []).append((name, cfg))
-        # Table 1's AT row at the teacher checkpoint (the paper: epoch 40).
+        # Table 1's AT row at the teacher checkpoint (the paper: epoch 40), and the ST runs at
+        # the same epoch when the analyses compare them there (table 1, figures 2, 3, B.2, B.3, B.5).
         if chosen != last:
             evals["at-teacher"] = [add_eval(f"train-at-s{s}", at[s], chosen) for s in seeds]
+            if at_teacher_epoch:
+                evals["st-teacher"] = [add_eval(f"train-st-s{s}", st[s], chosen) for s in seeds]
+        else:
+            evals["at-teacher"], evals["st-teacher"] = evals["at"], evals["st"]
 
-    stages.append(
-        Stage(
-            "analyze",
-            "analyze",
-            "logitscope.plan.stages:analyze_stage",
-            {
-                "st": [st[s].run_id for s in seeds],
-                "at": [at[s].run_id for s in seeds],
-                "epoch": preset["analysis"]["epoch"],
-            },
-            tuple(f"train-{m}-s{s}" for m in ("st", "at") for s in seeds) + tuple(evals["st"] + evals["at"]),
+    # The analyses at analysis.epoch: an epoch, null (the last) or "teacher" (the chosen one:
+    # pending until it is chosen). They read the records of every ST and AT run at that epoch.
+    analysis_epoch = chosen if at_teacher_epoch else preset["analysis"]["epoch"]
+    if at_teacher_epoch and chosen is None:
+        pending.append("analyses at the teacher epoch (analysis.epoch: teacher): wait for choose-teacher")
+    else:
+        analyzed = evals["st-teacher"] + evals["at-teacher"] if at_teacher_epoch else evals["st"] + evals["at"]
+        stages.append(
+            Stage(
+                "analyze",
+                "analyze",
+                "logitscope.plan.stages:analyze_stage",
+                {"st": [st[s].run_id for s in seeds], "at": [at[s].run_id for s in seeds], "epoch": analysis_epoch},
+                tuple(f"train-{m}-s{s}" for m in ("st", "at") for s in seeds) + tuple(analyzed),
+            )
         )
-    )
+    s0 = seeds[0]
+    crosscheck = _add_crosscheck(preset, stages, s0, st[s0], at[s0], last, chosen, students, ev_params)
     mf = preset["manifolds"]
     if chosen is not None:
         s0 = seeds[0]
@@ -495,6 +561,8 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
                 "sweep": sweep,
                 "teacher_epoch": chosen,
                 "last_epoch": last,
+                "analysis_epoch": analysis_epoch,
+                "crosscheck": crosscheck,
             },
             report_deps,
             after_failures=True,
@@ -601,8 +669,27 @@ def validate_plan_inputs(
     fixed = preset["teacher"].get("fixed_epoch")
     if fixed is not None and fixed not in preset["teacher"]["epochs"]:
         raise ValueError(f"teacher.fixed_epoch={fixed}: expected one of teacher.epochs {preset['teacher']['epochs']}")
+    epoch = preset["analysis"]["epoch"]
+    if epoch != "teacher" and epoch is not None and not (_is_int(epoch) and 1 <= epoch <= preset["train"]["epochs"]):
+        raise ValueError(
+            f"analysis.epoch={epoch!r}: expected an epoch between 1 and train.epochs={preset['train']['epochs']}, "
+            "null (the last) or 'teacher' (the teacher epoch)"
+        )
     cfg = _run_config(preset, "at", seeds[0], data_dir)
     data = get_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_per_class, cfg.data.split_seed)
+    if fixed is None and not len(data.y_val):
+        raise ValueError(
+            f"teacher.fixed_epoch=null: the teacher rule (appendix A.3) needs a validation split and {cfg.data.name} "
+            f"holds none out (data.val_per_class={cfg.data.val_per_class}): set train.set: {{data.val_per_class: N}}, "
+            "or fix teacher.fixed_epoch"
+        )
+    student = _student_config(preset, cfg, out, seeds[0], data_dir, preset["teacher"]["epochs"][0], tag="check")
+    for key in ("name", "val_per_class", "split_seed"):
+        if getattr(student.data, key) != getattr(cfg.data, key):
+            raise ValueError(
+                f"distill.set gives the students data.{key}={getattr(student.data, key)!r}: expected the teachers' "
+                f"{getattr(cfg.data, key)!r} (students train on the teachers' training split; set it in train.set)"
+            )
     for k in preset["distill"]["ks"]:
         transform_spec("fix-k-permute", k)
         if k > data.n_classes:
@@ -611,7 +698,50 @@ def validate_plan_inputs(
     ProtocolConfig(eps=ev["eps"], n_iter=ev["n_iter"], n_restarts=ev["n_restarts"], batch_size=ev["batch_size"])
     if ev["n"] is not None and (not isinstance(ev["n"], int) or ev["n"] < 1):
         raise ValueError(f"evaluate.n={ev['n']}: expected a positive number of test images or null for all")
+    _validate_crosscheck(preset.get("crosscheck"), ev["n"], len(data.y_test), cfg.data.name)
     build_plan(preset, out, data_dir).select(only)  # every stage's run config, and the kinds in ``only``
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate_crosscheck(cc: dict[str, Any] | None, eval_n: int | None, n_test: int, dataset: str) -> None:
+    """The ``crosscheck`` section (absent: none): models among st/at/normal, n a positive
+    number of test images that the paper protocol's records cover, protocols among
+    autoattack/odi (autoattack: the optional extra installed)."""
+    if cc is None:
+        return
+    if not isinstance(cc, dict) or set(cc) != {"models", "n", "protocols"}:
+        raise ValueError(f"crosscheck={cc!r}: expected a mapping with models, n and protocols")
+    for key, allowed in (("models", tuple(CROSSCHECK_MODELS)), ("protocols", CROSSCHECK_PROTOCOLS)):
+        values = cc[key]
+        if not isinstance(values, list):
+            raise ValueError(f"crosscheck.{key}={values!r}: expected a list of {', '.join(allowed)}")
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ValueError(f"crosscheck.{key} has {bad[0]!r}: expected {', '.join(allowed)}")
+        twice = [v for i, v in enumerate(values) if v in values[:i]]
+        if twice:
+            raise ValueError(f"crosscheck.{key} has {twice[0]!r} twice: expected each at most once")
+    n = cc["n"]
+    if not _is_int(n) or n < 1:
+        raise ValueError(f"crosscheck.n={n!r}: expected a positive number of test images")
+    if n > n_test:
+        raise ValueError(f"crosscheck.n={n}: expected at most the {n_test} test images of {dataset}")
+    if eval_n is not None and n > eval_n:
+        raise ValueError(
+            f"crosscheck.n={n}: expected at most evaluate.n={eval_n} (the paper protocol it is compared with "
+            "is evaluated on the first evaluate.n test images)"
+        )
+    if "autoattack" in cc["protocols"] and cc["models"]:
+        from logitscope.attacks.autoattack_ref import load_pyautoattack
+
+        try:
+            load_pyautoattack()
+        except ImportError as exc:
+            why = f"crosscheck.protocols has 'autoattack': {exc}; or set crosscheck.protocols=[odi]"
+            raise ValueError(why) from None
 
 
 def reproduce(

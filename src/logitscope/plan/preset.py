@@ -13,9 +13,24 @@ from logitscope.config import ConfigError, parse_float
 from logitscope.store.errors import detail, one_line, parse_yaml, read_yaml
 
 PRESET_DIR = "presets"
-SECTIONS = ("name", "seeds", "train", "evaluate", "teacher", "distill", "analysis", "manifolds", "theory")
+SECTIONS = (
+    "name",
+    "seeds",
+    "train",
+    "evaluate",
+    "teacher",
+    "distill",
+    "analysis",
+    "manifolds",
+    "theory",
+    "crosscheck",
+)
+# Sections a preset may leave out (crosscheck: none is planned).
+OPTIONAL_SECTIONS = ("crosscheck",)
 # Keys that may be null, with an example of their other values' type.
 NULLABLE = {"evaluate.n": 0, "teacher.fixed_epoch": 0, "analysis.epoch": 0, "manifolds.eps": 0.0}
+# Keys that also take these words: analysis.epoch: teacher (the teacher epoch, once chosen).
+WORDS = {"analysis.epoch": ("teacher",)}
 _FIX_PRESET = "fix it, or start again from a copy of a built-in preset (e.g. digits)"
 
 
@@ -43,7 +58,7 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     unknown = sorted(set(preset) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"preset {name_or_path}: unknown section {unknown[0]!r}: expected {', '.join(SECTIONS)}")
-    missing = [s for s in SECTIONS if s not in preset]
+    missing = [s for s in SECTIONS if s not in preset and s not in OPTIONAL_SECTIONS]
     if missing:
         raise ConfigError(f"preset {name_or_path}: missing section {missing[0]!r}")
     if name_or_path != "digits":
@@ -71,12 +86,20 @@ def _check_types(preset: dict[str, Any], schema: dict[str, Any], where: str, pre
             _check_types(value, ref, where, f"{path}.")
             continue
         nullable = path in NULLABLE
-        if value is None and nullable:
+        if (value is None and nullable) or value in WORDS.get(path, ()):
             continue
         expected = NULLABLE.get(path, ref) if ref is None else ref
         if expected is None or _kind(value) == _kind(expected):
             continue
-        raise ConfigError(f"preset {where}: {path}={value!r}: expected {_kind(expected)}")
+        raise ConfigError(f"preset {where}: {path}={value!r}: expected {_kind(expected)}{_or_words(path)}")
+
+
+def _or_words(key: str) -> str:
+    """The other values a key takes, for its errors: ", null or 'teacher'" (or nothing)."""
+    words = (["null"] if key in NULLABLE else []) + [repr(w) for w in WORDS.get(key, ())]
+    if not words or key not in WORDS:
+        return ""
+    return ", " + ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
 
 
 def _typed(value: str, current: Any, key: str) -> Any:
@@ -91,6 +114,8 @@ def _typed(value: str, current: Any, key: str) -> Any:
         if parsed is None:
             return None
         current = NULLABLE[key]
+    if parsed in WORDS.get(key, ()):
+        return parsed
     if isinstance(current, bool):
         if not isinstance(parsed, bool):
             raise ConfigError(f"{key}={value!r}: expected true or false")
@@ -102,7 +127,7 @@ def _typed(value: str, current: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected a number") from exc
     if isinstance(current, int):
         if isinstance(parsed, bool) or not isinstance(parsed, int):
-            raise ConfigError(f"{key}={value!r}: expected an integer")
+            raise ConfigError(f"{key}={value!r}: expected an integer{_or_words(key)}")
         return parsed
     if isinstance(current, list) and not isinstance(parsed, list):
         raise ConfigError(f"{key}={value!r}: expected a list, e.g. [1, 2, 3]")

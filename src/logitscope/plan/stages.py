@@ -39,31 +39,59 @@ def train_stage(out: Path, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_stage(
-    out: Path, run_id: str, epoch: int, eps: float, n_iter: int, n_restarts: int, n: int | None, batch_size: int
+    out: Path,
+    run_id: str,
+    epoch: int,
+    eps: float,
+    n_iter: int,
+    n_restarts: int,
+    n: int | None,
+    batch_size: int,
+    protocol: str = "paper",
+    split: str = "test",
 ) -> dict[str, Any]:
+    """``protocol`` on the first ``n`` images of the run's ``split`` ("test", or "val" for the
+    teacher choice); the records are the stage's outputs."""
     from logitscope.evaluation import evaluate, record_path
 
     s = evaluate(
-        runs_dir(out) / run_id, epoch, eps=eps, n=n, n_iter=n_iter, n_restarts=n_restarts, batch_size=batch_size
+        runs_dir(out) / run_id,
+        epoch,
+        eps=eps,
+        n=n,
+        protocol=protocol,
+        n_iter=n_iter,
+        n_restarts=n_restarts,
+        batch_size=batch_size,
+        split=split,
     )
-    record = record_path(runs_dir(out) / run_id, "paper", epoch)
+    record = record_path(runs_dir(out) / run_id, protocol, epoch, split)
     outputs = [str(record), str(record.with_suffix(".json"))]
-    return {**{k: s[k] for k in ("clean_acc", "robust_acc", "seconds", "epoch")}, "outputs": outputs}
+    return {**{k: s[k] for k in ("clean_acc", "robust_acc", "seconds", "epoch", "n")}, "outputs": outputs}
 
 
-def eval_summary(out: Path, run_id: str, epoch: int, protocol: str = "paper") -> dict[str, Any] | None:
+def eval_summary(
+    out: Path, run_id: str, epoch: int, protocol: str = "paper", split: str = "test"
+) -> dict[str, Any] | None:
+    """The summary of a run's evaluation (``eval/<protocol>[-val]-epoch_XXX.json``), or None."""
     from logitscope.evaluation import record_path
 
-    p = record_path(runs_dir(out) / run_id, protocol, epoch).with_suffix(".json")
+    p = record_path(runs_dir(out) / run_id, protocol, epoch, split).with_suffix(".json")
     return read_json(p, expect=dict) if p.is_file() else None
 
 
 def choose_teacher(
-    sweep: dict[str, dict[str, Any]], summaries: dict[str, dict[str, Any]], loss: str, natural_tolerance: float
+    sweep: dict[str, dict[str, Any]],
+    summaries: dict[str, dict[str, Any]],
+    loss: str,
+    natural_tolerance: float,
+    data: str = "",
 ) -> tuple[int, str]:
     """Appendix A.3's rule: among teacher epochs whose normally distilled student (``loss``)
     keeps its natural accuracy within ``natural_tolerance`` of the best, the one with the
-    highest student adversarial accuracy (mean over sweep seeds). Returns (epoch, reason)."""
+    highest student adversarial accuracy (mean over sweep seeds), in ``summaries`` (the
+    students' evaluations on the data ``data`` names, e.g. "the validation split (200
+    images)"). Returns (epoch, reason)."""
     by_epoch: dict[int, list[tuple[float, float]]] = {}
     for name, info in sweep.items():
         if info["loss"] == loss and name in summaries:
@@ -76,7 +104,8 @@ def choose_teacher(
     eligible = {e: m for e, m in means.items() if m[0] >= best_nat - natural_tolerance}
     epoch = max(eligible, key=lambda e: (eligible[e][1], eligible[e][0], -e))
     reason = (
-        f"teacher epoch {epoch}: its {loss} student reaches {means[epoch][1]:.1%} adversarial and "
+        f"teacher epoch {epoch}{f', chosen on {data}' if data else ''}: its {loss} student reaches "
+        f"{means[epoch][1]:.1%} adversarial and "
         f"{means[epoch][0]:.1%} natural accuracy, the highest adversarial accuracy among teacher epochs "
         f"whose student's natural accuracy is within {natural_tolerance:.0%} of the best ({best_nat:.1%})"
     )
@@ -86,15 +115,36 @@ def choose_teacher(
 def choose_teacher_stage(
     out: Path, sweep: dict[str, dict[str, Any]], fixed_epoch: int | None, natural_tolerance: float, loss: str
 ) -> dict[str, Any]:
+    """The teacher epoch: ``fixed_epoch``, or appendix A.3's rule on the ``loss`` sweep
+    students' VALIDATION records only (their test records are figure A.6's, read once to
+    report). Writes ``plan/teacher.json``: epoch, rule, loss, split ("val", or None when
+    fixed), n_val (validation images) and per sweep student its val_clean_acc and
+    val_robust_acc (the numbers that chose)."""
     sweep = {name: info for name, info in sweep.items() if info["loss"] == loss}  # what the rule reads
-    summaries = {
-        name: s for name, info in sweep.items() if (s := eval_summary(out, info["run_id"], info["epoch"])) is not None
-    }
     if fixed_epoch is not None:
         epoch, reason = int(fixed_epoch), f"teacher epoch {fixed_epoch} fixed by the preset (the paper: 40)"
+        info = {"epoch": epoch, "rule": reason, "loss": loss, "split": None, "n_val": None, "sweep": sweep}
     else:
-        epoch, reason = choose_teacher(sweep, summaries, loss, natural_tolerance)
-    info = {"epoch": epoch, "rule": reason, "sweep": {n: {**sweep[n], **summaries.get(n, {})} for n in sweep}}
+        summaries = {
+            name: s
+            for name, v in sweep.items()
+            if (s := eval_summary(out, v["run_id"], v["epoch"], split="val")) is not None
+        }
+        n_val = max((int(s["n"]) for s in summaries.values()), default=0)
+        data = f"the validation split ({n_val} images)"
+        epoch, reason = choose_teacher(sweep, summaries, loss, natural_tolerance, data=data)
+        chose = {
+            n: {"val_clean_acc": s["clean_acc"], "val_robust_acc": s["robust_acc"], "val_n": s["n"]}
+            for n, s in summaries.items()
+        }
+        info = {
+            "epoch": epoch,
+            "rule": reason,
+            "loss": loss,
+            "split": "val",
+            "n_val": n_val,
+            "sweep": {n: {**sweep[n], **chose.get(n, {})} for n in sweep},
+        }
     atomic_write_json(Path(out) / "plan" / "teacher.json", info)
     log.info("%s", reason)
     return {"epoch": epoch, "rule": reason}

@@ -445,11 +445,12 @@ def _late_teacher(ev: Evidence) -> Estimate:
     names = {"chosen": f"sweep-{loss}-e{chosen}", "last": f"sweep-{loss}-e{last}"}
     samples = _acc_groups(ev, names, "adv")
     pt = {g: float(np.mean(c["v"])) for g, c in samples.items()}
-    split = ev.teacher.get("split", "test")
+    split = ev.teacher.get("split", "test")  # teacher.json of earlier versions: chosen on test
+    how = f"chosen on the {split} split" if split else "fixed by the preset"
     return estimate(
         samples,
         lambda m: np.asarray(m["chosen"]["v"]) - np.asarray(m["last"]["v"]),
-        f"student adversarial (test): teacher epoch {chosen} (chosen on the {split} split) {_pct(pt['chosen'])}, "
+        f"student adversarial (test): teacher epoch {chosen} ({how}) {_pct(pt['chosen'])}, "
         f"epoch {last} {_pct(pt['last'])}",
         ev.group(names["chosen"]).shape,
     )
