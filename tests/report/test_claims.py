@@ -277,9 +277,12 @@ def test_late_teacher_when_the_rule_picks_the_last_epoch():
     assert claim.verdict == "not measured" and "is the last sweep epoch" in claim.statistic
 
 
-def test_one_run_per_group_gives_no_interval():
-    claim = SPECS["gap-smaller"].check(_analysis("gap_mean", {"AT": [1.0], "ST": [10.0]}))
-    assert claim.verdict == "inconclusive" and "no interval" in claim.statistic
+def test_a_group_of_one_run_gives_no_interval():
+    for values in ({"AT": [1.0], "ST": [10.0]}, {"AT": [1.0], "ST": [10.0, 10.5, 9.8]}):
+        claim = SPECS["gap-smaller"].check(_analysis("gap_mean", values))
+        assert claim.verdict == "inconclusive" and "no interval" in claim.statistic
+    # one seed with its test images: the images still give an interval
+    assert SPECS["late-teacher"].check(_sweep(0.4, 0.05)).verdict == "holds"
 
 
 def test_manifold_claims_skip_undefined_layers_and_say_so():

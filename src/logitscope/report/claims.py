@@ -148,13 +148,14 @@ Columns = dict[str, dict[str, np.ndarray]]
 
 def estimate(samples: Columns, effect: Callable[[dict[str, dict[str, Any]]], Any], text: str, basis: str) -> Estimate:
     """``effect`` of the group means (``means[group][column]``), at the data and over bootstrap
-    draws (`logitscope.stats.bootstrap_means`). With no spread to resample (every group a
-    single run and a single number) there is no interval."""
+    draws (`logitscope.stats.bootstrap_means`). Per-run numbers (one column per run) with a
+    group of a single run give no interval: that group's spread over runs is unknown."""
     point = {g: {c: float(np.mean(a)) for c, a in cols.items()} for g, cols in samples.items()}
     value = float(effect(point))
     shapes = [a.shape for cols in samples.values() for a in cols.values()]
-    if all(s[0] == 1 and s[1] == 1 for s in shapes):
-        return Estimate(value, math.nan, math.nan, text, basis + "; one run per group: no interval")
+    if all(s[1] == 1 for s in shapes) and any(s[0] == 1 for s in shapes):
+        # one number per run, and a group of one run: its spread over runs is unknown
+        return Estimate(value, math.nan, math.nan, text, basis + "; a group of one run: no interval")
     draws = bootstrap_means(samples)
     with np.errstate(divide="ignore", invalid="ignore"):
         low, high = percentile_interval(np.asarray(effect(draws), np.float64))
