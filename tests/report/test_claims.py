@@ -60,11 +60,13 @@ def _gap(pattern: str) -> Evidence:
     return Evidence(records={"AT analysed": Records(np.ones((3, N)), adv, gap, ("a", "b", "c"), 30)}, n_classes=10)
 
 
-def _sweep(chosen: float, last: float, kl: float | None = None, chosen_epoch: int = 10) -> Evidence:
-    recs = {"sweep-l1-e10": _records(0.9, chosen, 1, 1), "sweep-l1-e30": _records(0.9, last, 1, 2)}
+def _sweep(chosen: float, last: float, kl: float | None = None, chosen_epoch: int = 10, seeds: int = 3) -> Evidence:
+    recs = {"sweep-l1-e10": _records(0.9, chosen, seeds, 1), "sweep-l1-e30": _records(0.9, last, seeds, 2)}
     if kl is not None:
-        recs |= {"sweep-kl-e10": _records(0.9, kl, 1, 3), "sweep-kl-e30": _records(0.9, kl, 1, 4)}
-    return Evidence(records=recs, n_classes=10, teacher={"epoch": chosen_epoch, "split": "val", "loss": "l1"})
+        recs |= {"sweep-kl-e10": _records(0.9, kl, seeds, 3), "sweep-kl-e30": _records(0.9, kl, seeds, 4)}
+    sweep = {f"s-e{e}": {"teacher_epoch": e, "val_robust_acc": v} for e, v in ((10, chosen), (30, last))}
+    teacher = {"epoch": chosen_epoch, "split": "val", "loss": "l1", "sweep": sweep}
+    return Evidence(records=recs, n_classes=10, teacher=teacher)
 
 
 def _fixk(rates: dict[int, float]) -> Evidence:
@@ -273,16 +275,36 @@ def test_fix_k_ignores_k_that_permute_nothing():
 
 
 def test_late_teacher_when_the_rule_picks_the_last_epoch():
+    """The rule found the last teacher best (on val): the best earlier one is compared, on test."""
     claim = SPECS["late-teacher"].check(_sweep(0.4, 0.05, chosen_epoch=30))
-    assert claim.verdict == "not measured" and "is the last sweep epoch" in claim.statistic
+    assert claim.verdict == "holds" and "teacher epoch 10 (the best earlier epoch" in claim.statistic
+    ev = _sweep(0.05, 0.4, chosen_epoch=30)
+    assert SPECS["late-teacher"].check(ev).verdict == "does not hold"
+    ev.teacher["sweep"] = {}
+    assert SPECS["late-teacher"].check(ev).verdict == "not measured"
 
 
 def test_a_group_of_one_run_gives_no_interval():
     for values in ({"AT": [1.0], "ST": [10.0]}, {"AT": [1.0], "ST": [10.0, 10.5, 9.8]}):
         claim = SPECS["gap-smaller"].check(_analysis("gap_mean", values))
         assert claim.verdict == "inconclusive" and "no interval" in claim.statistic
-    # one seed with its test images: the images still give an interval
-    assert SPECS["late-teacher"].check(_sweep(0.4, 0.05)).verdict == "holds"
+    # one seed with its test images: the seed spread is unknown, however many images
+    claim = SPECS["late-teacher"].check(_sweep(0.4, 0.05, seeds=1))
+    assert claim.verdict == "inconclusive" and "a group of one seed: no interval" in claim.statistic
+
+
+def test_a_ratio_undefined_in_some_draws_gives_no_interval():
+    """fix-1 at 1 robust image of 400: some draws lose it; those are never dropped."""
+    claim = SPECS["hybrid"].check(_acc(hybrid=(0.88, 0.0), fix1_permute=(0.78, 1 / N)))
+    assert claim.verdict == "inconclusive" and "undefined in" in claim.statistic
+
+
+def test_groups_on_other_images_are_not_compared():
+    ev = _acc(ST=(0.98, 0.0), normal=(0.8, 0.3))
+    r = ev.records["normal"]
+    ev.records["normal"] = Records(r.clean[:, :300], r.adv[:, :300], r.gap[:, :300], r.runs)
+    claim = SPECS["distill-transfers"].check(ev)
+    assert claim.verdict == "not measured" and "evaluated on other images" in claim.statistic
 
 
 def test_manifold_claims_skip_undefined_layers_and_say_so():

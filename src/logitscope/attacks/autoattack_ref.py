@@ -1,4 +1,4 @@
-"""The full standard AutoAttack, run by its authors' ``pyautoattack`` package (optional extra).
+"""The full standard AutoAttack, run by its authors' ``pyautoattack`` package (a dependency).
 
 Standard version (Croce & Hein, 2020): APGD-CE (100 iterations, 1 restart), APGD-T (9
 target classes), FAB-T (9 target classes), Square (5000 queries), each on the images the
@@ -31,7 +31,7 @@ def load_pyautoattack() -> ModuleType:
         import pyautoattack
     except ImportError as err:
         raise ImportError(
-            "protocol='autoattack' needs the optional extra: pip install 'logitscope[autoattack]' (pyautoattack==0.2.0)"
+            "protocol='autoattack' needs pyautoattack==0.2.0 (a logitscope dependency): pip install pyautoattack==0.2.0"
         ) from err
     return pyautoattack
 

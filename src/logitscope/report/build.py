@@ -407,7 +407,7 @@ def crosscheck_table(runs: Path, crosscheck: dict[str, Any], failures: Failures)
         row = [label, _epoch_text(epoch), str(n)]
         paper = _record_file(runs, rid, epoch)
         if paper is None:
-            row.append(f"failed: {f}" if (f := failures.first("eval-train", "eval-distill")) else "—")
+            row.append("— (no paper-protocol record)")
         else:
             rec = load_npz(paper)
             row.append(f"{100 * float(np.mean(np.asarray(rec['robust'])[:n])):.1f}%")
@@ -461,7 +461,12 @@ def _logits_sections(
                 "Figure 2B: adversarial accuracy by clean logit gap",
                 f"{at}; mean ± sd over seeds",
             ),
-            fig("figb1_gap_evolution", "figB1", "Figure B.1: logit-gap distributions across epochs", "every epoch"),
+            fig(
+                "figb1_gap_evolution",
+                "figB1",
+                "Figure B.1: logit-gap distributions across epochs",
+                "train split (and the AT test split), every epoch",
+            ),
         ],
         [],
     )
@@ -566,9 +571,9 @@ def _theory_section(out: Path, theory: dict[str, Any], failed: str | None) -> Se
             )
         )
     figs = [
-        ("fig_c1", "figC1", "Figure C.1: constraints on beta and the thresholds they imply", ""),
-        ("fig_c2", "figC2", "Figure C.2: mean-field loss surface", ""),
-        ("fig_c3", "figC3", "Figure C.3: relative logit-gap change under FGSM (equation 10)", ""),
+        ("fig_c1", "figC1", "Figure C.1: constraints on beta and the thresholds they imply", "analytic: no data"),
+        ("fig_c2", "figC2", "Figure C.2: mean-field loss surface", "analytic: no data"),
+        ("fig_c3", "figC3", "Figure C.3: relative logit-gap change under FGSM (equation 10)", "analytic: no data"),
         (
             "fig_fgsm_gap",
             "figFGSM",

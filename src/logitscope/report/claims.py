@@ -18,7 +18,8 @@ Intervals (`METHOD`): a percentile bootstrap, `logitscope.stats.bootstrap_means`
 on robustness records resample the test images (the same images for every model: they are
 paired) and, within each group, the seeds; effects on per-run analysis numbers resample
 the runs (or model pairs); manifold effects resample the exemplar images (the same
-exemplars in every layer and model). Deterministic: fixed draws, the same on every machine.
+exemplars in every layer and model). Deterministic: fixed draws (numpy's PCG64 stream: the same
+on every machine with the same numpy version).
 
 Appendix C's statements are computations, not measurements: their verdicts are the theory
 section's own (confirmed -> holds, not confirmed -> does not hold, partly -> inconclusive,
@@ -67,6 +68,7 @@ class Records:
     gap: np.ndarray
     runs: tuple[str, ...]
     epoch: int | None = None
+    labels: np.ndarray | None = None
 
     @property
     def shape(self) -> str:
@@ -92,7 +94,7 @@ class Records:
             clean.append((z.argmax(axis=1) == labels).astype(np.float64))
             adv.append(np.asarray(r["robust"], np.float64))
             gap.append(top[:, -1] - top[:, -2])
-        return cls(np.stack(clean), np.stack(adv), np.stack(gap), tuple(runs), epoch)
+        return cls(np.stack(clean), np.stack(adv), np.stack(gap), tuple(runs), epoch, labels)
 
 
 @dataclass
@@ -146,19 +148,31 @@ class Estimate:
 Columns = dict[str, dict[str, np.ndarray]]
 
 
-def estimate(samples: Columns, effect: Callable[[dict[str, dict[str, Any]]], Any], text: str, basis: str) -> Estimate:
+def estimate(
+    samples: Columns,
+    effect: Callable[[dict[str, dict[str, Any]]], Any],
+    text: str,
+    basis: str,
+    over_runs: bool = True,
+) -> Estimate:
     """``effect`` of the group means (``means[group][column]``), at the data and over bootstrap
-    draws (`logitscope.stats.bootstrap_means`). Per-run numbers (one column per run) with a
-    group of a single run give no interval: that group's spread over runs is unknown."""
+    draws (`logitscope.stats.bootstrap_means`). A group of a single run (seed) gives no
+    interval: its spread over seeds is unknown (``over_runs=False``: the rows are single
+    models by design, e.g. the manifold analysis, and the columns are what is resampled). An
+    effect undefined in any draw (a vanishing denominator) gives no interval either."""
     point = {g: {c: float(np.mean(a)) for c, a in cols.items()} for g, cols in samples.items()}
     value = float(effect(point))
     shapes = [a.shape for cols in samples.values() for a in cols.values()]
-    if all(s[1] == 1 for s in shapes) and any(s[0] == 1 for s in shapes):
-        # one number per run, and a group of one run: its spread over runs is unknown
-        return Estimate(value, math.nan, math.nan, text, basis + "; a group of one run: no interval")
+    if over_runs and any(s[0] == 1 for s in shapes):
+        # a group of one run (seed): its spread over seeds is unknown, and resampling its test
+        # images alone would claim a certainty the seeds may not give
+        return Estimate(value, math.nan, math.nan, text, basis + "; a group of one seed: no interval")
     draws = bootstrap_means(samples)
     with np.errstate(divide="ignore", invalid="ignore"):
-        low, high = percentile_interval(np.asarray(effect(draws), np.float64))
+        d = np.asarray(effect(draws), np.float64)
+    if np.isnan(d).any():  # e.g. a ratio whose denominator vanished: such draws are never dropped
+        return Estimate(value, math.nan, math.nan, text, basis + f"; undefined in {np.isnan(d).mean():.0%} of draws")
+    low, high = percentile_interval(d)
     return Estimate(value, low, high, text, basis)
 
 
@@ -265,7 +279,17 @@ class ClaimSpec:
 
 
 def _acc_groups(ev: Evidence, names: Mapping[str, str], column: str) -> Columns:
-    return {alias: {"v": getattr(ev.group(name), column)} for alias, name in names.items()}
+    """The groups' ``column`` arrays, checked to hold the same images (else `Missing`: e.g. a
+    record left by an evaluation with other settings)."""
+    groups = {alias: ev.group(name) for alias, name in names.items()}
+    first = next(iter(groups.values()))
+    for alias, r in groups.items():
+        same = r.clean.shape[1] == first.clean.shape[1] and (
+            r.labels is None or first.labels is None or np.array_equal(r.labels, first.labels)
+        )
+        if not same:
+            raise Missing(f"{names[alias]} was evaluated on other images than {next(iter(names.values()))}")
+    return {alias: {"v": getattr(r, column)} for alias, r in groups.items()}
 
 
 def _acc_effect(
@@ -441,17 +465,27 @@ def _late_teacher(ev: Evidence) -> Estimate:
     if len(epochs) < 2 or chosen not in epochs:
         raise Missing(f"figure A.6's sweep lacks the chosen epoch {chosen} or a later one")
     last = epochs[-1]
-    if last == chosen:
-        raise Missing(f"the chosen teacher epoch {chosen} is the last sweep epoch: no later teacher to compare")
-    names = {"chosen": f"sweep-{loss}-e{chosen}", "last": f"sweep-{loss}-e{last}"}
+    ref, why = chosen, ("chosen on the {split} split" if ev.teacher.get("split") else "fixed by the preset")
+    if chosen == last:  # the rule found the last teacher best: compare the best earlier one (on val)
+        val = {
+            int(i["teacher_epoch"]): i["val_robust_acc"]
+            for i in ev.teacher.get("sweep", {}).values()
+            if "val_robust_acc" in i and int(i["teacher_epoch"]) < last
+        }
+        if not val:
+            raise Missing(
+                f"the teacher epoch {chosen} is the last sweep epoch and no earlier one has validation numbers"
+            )
+        ref = max(val, key=lambda e: (val[e], -e))
+        why = "the best earlier epoch on the validation split; the rule chose the last"
+    names = {"chosen": f"sweep-{loss}-e{ref}", "last": f"sweep-{loss}-e{last}"}
     samples = _acc_groups(ev, names, "adv")
     pt = {g: float(np.mean(c["v"])) for g, c in samples.items()}
     split = ev.teacher.get("split", "test")  # teacher.json of earlier versions: chosen on test
-    how = f"chosen on the {split} split" if split else "fixed by the preset"
     return estimate(
         samples,
         lambda m: np.asarray(m["chosen"]["v"]) - np.asarray(m["last"]["v"]),
-        f"student adversarial (test): teacher epoch {chosen} ({how}) {_pct(pt['chosen'])}, "
+        f"student adversarial (test): teacher epoch {ref} ({why.format(split=split)}) {_pct(pt['chosen'])}, "
         f"epoch {last} {_pct(pt['last'])}",
         ev.group(names["chosen"]).shape,
     )
@@ -521,8 +555,10 @@ def _radius_early(ev: Evidence) -> Estimate:
 
     pt = {g: (float(samples[g]["in"].mean()), float(samples[g]["h"].mean())) for g in samples}
     text = f"radius {order[0]} -> {first}: " + ", ".join(f"{g} {a:.3f} -> {b:.3f}" for g, (a, b) in pt.items())
-    basis = f"{samples['ST']['h'].shape[1]} exemplars" + (f"; left out, undefined: {', '.join(left)}" if left else "")
-    return estimate(samples, effect, text, basis)
+    basis = f"{samples['ST']['h'].shape[1]} exemplars of one model each" + (
+        f"; left out, undefined: {', '.join(left)}" if left else ""
+    )
+    return estimate(samples, effect, text, basis, over_runs=False)
 
 
 def _capacity_towards_st(label: str) -> Callable[[Evidence], Estimate]:
@@ -553,9 +589,8 @@ def _capacity_towards_st(label: str) -> Callable[[Evidence], Estimate]:
         text = "capacity by layer (" + ", ".join(names) + f"): {label} " + " ".join(f"{c:.3f}" for c in caps["s"])
         text += "; ST " + " ".join(f"{c:.3f}" for c in caps["st"]) + "; AT " + " ".join(f"{c:.3f}" for c in caps["at"])
         n = samples[f"s{0}"]["inv"].shape[1]
-        return estimate(
-            samples, effect, text, f"{n} exemplars; effect: sum over layers of (student - ST) / sum of (AT - ST)"
-        )
+        basis = f"{n} exemplars of one model each; effect: sum over layers of (student - ST) / sum of (AT - ST)"
+        return estimate(samples, effect, text, basis, over_runs=False)
 
     return run
 
@@ -811,7 +846,7 @@ REGISTRY: tuple[ClaimSpec, ...] = (
         "least-squares slope of fix-k (permute) adversarial accuracy over k (k < classes - 1), per unit k",
         Predicate.above(0.0),
         _k_slope,
-        _students("fix"),
+        _students("fix*-permute-s*"),
     ),
     ClaimSpec(
         "distill-k7",
@@ -867,7 +902,8 @@ REGISTRY: tuple[ClaimSpec, ...] = (
         "“Though teachers trained for longer retained high robustness, they could not distill it to their students.”",
         "≈40% (epoch 20) to 0% (epoch 200)",
         "section 4.2, figure A.6",
-        "student adversarial accuracy (test), chosen teacher epoch minus the last sweep epoch",
+        "student adversarial accuracy (test), chosen teacher epoch (or, when the rule chose the last, the best "
+        "earlier one on validation data) minus the last sweep epoch",
         Predicate.above(0.0),
         _late_teacher,
         (*_RULE_SWEEP, "choose-teacher"),
