@@ -311,6 +311,10 @@ def _diff(a: str, b: str) -> Callable[[dict[str, Any]], Any]:
     return lambda m: np.asarray(m[a]) - np.asarray(m[b])
 
 
+PAIR_KEYS = ("rank_disagreement", "average_overlap", "overlap_baseline")
+PAIRS_NOTE = "pairs resampled as if independent (they share runs: the interval may be too narrow)"
+
+
 def _analysis_effect(key: str, a: str, b: str, label: str) -> Callable[[Evidence], Estimate]:
     """``mean(a) - mean(b)`` of a per-run (or per-pair) analysis number, runs resampled."""
 
@@ -324,6 +328,8 @@ def _analysis_effect(key: str, a: str, b: str, label: str) -> Callable[[Evidence
         text = f"{label}: " + ", ".join(f"{g} {_num(float(np.mean(samples[g]['v'])))}" for g in (a, b))
         n = {g: samples[g]["v"].shape[0] for g in (a, b)}
         basis = f"{_where(ev)}; " + ", ".join(f"{g}: {n[g]} values" for g in (a, b))
+        if key in PAIR_KEYS:
+            basis += f"; {PAIRS_NOTE}"
         return estimate(samples, lambda m: np.asarray(m[a]["v"]) - np.asarray(m[b]["v"]), text, basis)
 
     return run
@@ -346,7 +352,7 @@ def _level_effect(key: str, group: str, label: str) -> Callable[[Evidence], Esti
             samples,
             lambda m: m[group]["v"],
             f"{label}: {_pct(float(np.mean(values)))}",
-            f"{_where(ev)}; {len(values)} model pairs",
+            f"{_where(ev)}; {len(values)} model pairs; {PAIRS_NOTE}",
         )
 
     return run
