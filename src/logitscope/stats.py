@@ -81,7 +81,7 @@ def bootstrap_means(
     shape ``(S, 1)`` (one number per run, e.g. a skew) is thus resampled over seeds only.
 
     The draws depend only on ``seed``, the group names and the array shapes (numpy's PCG64
-    integers are the same on every machine); the means are of the stored values, so the
+    integers are the same on every machine with the same numpy version); the means are of the stored values, so the
     result does not depend on thread counts.
 
     Returns:

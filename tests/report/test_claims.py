@@ -443,3 +443,9 @@ def test_late_teacher_says_how_the_epoch_was_chosen():
     assert "teacher epoch 10 (chosen on the val split)" in SPECS["late-teacher"].check(ev).statistic
     ev.teacher["split"] = None  # teacher.fixed_epoch
     assert "teacher epoch 10 (fixed by the preset)" in SPECS["late-teacher"].check(ev).statistic
+
+
+def test_the_at_st_level_band_stops_short_of_independent_rankings():
+    """Half of the paper's 11.8% either way: 21% (near the 25% of independent rankings) is out."""
+    claim = SPECS["rank-disagreement-at-st"].check(_analysis("rank_disagreement", {"AT-ST": [0.2, 0.21, 0.22]}))
+    assert claim.verdict == "does not hold"
