@@ -181,6 +181,43 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from logitscope.importing import import_file
+
+    run = import_file(
+        args.name,
+        dataset=args.dataset,
+        model_file=args.model,
+        factory=args.factory,
+        weights=args.weights,
+        layers=[n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None,
+        data_dir=args.data_dir,
+        out=args.out,
+        eps=parse_float(args.eps) if args.eps is not None else None,
+        device=args.device,
+    )
+    print(json.dumps({**run.summary(), "path": str(run.dir), "layers": list(run.config.source.layers)}))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from logitscope.compare import compare
+
+    result = compare(
+        args.st,
+        args.at,
+        args.out,
+        n=args.n,
+        n_iter=args.n_iter,
+        manifolds=args.manifolds,
+        n_manifolds=args.p,
+        n_points=args.m,
+        device=args.device,
+    )
+    print(json.dumps(result))
+    return 1 if result["failed"] else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from logitscope.plan.graph import rebuild_report
 
@@ -270,6 +307,32 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--address", help="Ray cluster address (default: start a local one)")
     rp.add_argument("--jobs", type=int, help="local worker processes (default: CPU cores without CUDA, else 1)")
     rp.set_defaults(func=cmd_reproduce)
+
+    im = sub.add_parser("import", help="import a model trained elsewhere as a run (TorchScript, or factory + weights)")
+    im.add_argument("name", help="readable run name (the folder is NAME-<hash> under --out)")
+    src = im.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="TorchScript file (torch.jit.save of a scripted or traced model)")
+    src.add_argument("--factory", help="module:function or path/file.py:function building the architecture")
+    im.add_argument("--weights", help="state_dict for --factory: .safetensors, or .pt (loaded with weights_only=True)")
+    im.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | idx | npz (default: digits)")
+    im.add_argument("--data-dir", help="dataset folder or file (CIFAR, idx, npz)")
+    im.add_argument("--layers", help="comma-separated module names tapped by the manifold analysis (default: children)")
+    im.add_argument("--eps", help="the run's L-inf radius, e.g. 8/255 (default: the dataset's preset)")
+    im.add_argument("--out", default="runs", help="folder of run folders (default: runs)")
+    im.add_argument("--device", default="auto")
+    im.set_defaults(func=cmd_import)
+
+    cp = sub.add_parser("compare", help="section 4.1's analyses, claims and a report for ST runs against AT runs")
+    cp.add_argument("--st", nargs="+", required=True, help="standard run folders (trained or imported)")
+    cp.add_argument("--at", nargs="+", required=True, help="robust run folders (trained or imported)")
+    cp.add_argument("--out", default="compare", help="output folder (default: compare)")
+    cp.add_argument("--n", type=int, help="evaluate the first n test images (default: all)")
+    cp.add_argument("--n-iter", type=int, default=100, help="APGD iterations per attack (default: 100)")
+    cp.add_argument("--manifolds", action="store_true", help="also the manifold analysis of the first ST and AT run")
+    cp.add_argument("--p", type=int, default=50, help="manifold exemplars (with --manifolds)")
+    cp.add_argument("--m", type=int, default=20, help="points per eps-ball (with --manifolds)")
+    cp.add_argument("--device", default="auto")
+    cp.set_defaults(func=cmd_compare)
 
     rep = sub.add_parser("report", help="rebuild the report from the stores alone")
     rep.add_argument("out", help="the reproduce output folder")

@@ -20,7 +20,14 @@ from typing import Any
 
 import yaml
 
-METHODS = {"st": "standard", "standard": "standard", "at": "pgd-at", "pgd-at": "pgd-at", "distill": "distill"}
+METHODS = {
+    "st": "standard",
+    "standard": "standard",
+    "at": "pgd-at",
+    "pgd-at": "pgd-at",
+    "distill": "distill",
+    "imported": "imported",  # a model trained elsewhere (`logitscope import`): no training
+}
 BN_MODES = ("train", "eval")
 
 
@@ -52,7 +59,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "small-cnn"  # resnet18 | preact-resnet18 | small-cnn
+    name: str = "small-cnn"  # resnet18 | preact-resnet18 | small-cnn | mnist-cnn | imported
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class AttackConfig:
     steps: int = 7
     random_start: bool = True
     bn_mode: str = "train"  # BatchNorm during the training attack: train (reference code) | eval
+    warmup_epochs: int = 0  # eps (and step size) ramp linearly from eps/warmup_epochs to eps over these epochs
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,23 @@ class PerfConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """Where an imported model (method ``imported``) came from: `logitscope.importing`."""
+
+    kind: str = ""  # "" (trained here) | torchscript | factory
+    factory: str | None = None  # module:function building the nn.Module (kind factory)
+    file: str | None = None  # the file it was imported from, as given (provenance only)
+    sha256: str | None = None  # of the stored model file (<run>/model/), checked at every load (not identity)
+    fingerprint: str | None = None  # of the weights and code: the same model imported twice is one run
+    layers: tuple[str, ...] = ()  # named modules tapped for the manifold analysis
+
+
+# Fields added after run folders existed: at their default they are left out of the identity
+# hash, so the runs of earlier versions keep their folder names (and resume).
+_HASH_NEUTRAL = (("source",), ("attack", "warmup_epochs"))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = ""  # readable part of the run id (default: dataset-model-method-seed)
     method: str = "st"  # st | at | distill
@@ -124,6 +149,7 @@ class RunConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
     checkpoint_epochs: tuple[int, ...] = ()  # epochs whose checkpoint is kept
     checkpoint_every: int = 0  # also keep every n-th epoch (0: none); the last epoch is always kept
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not part of the run's identity)
@@ -139,7 +165,7 @@ class RunConfig:
     def display_name(self) -> str:
         if self.name:
             return self.name
-        tag = {"standard": "st", "pgd-at": "at", "distill": "distill"}[self.objective]
+        tag = {"standard": "st", "pgd-at": "at", "distill": "distill", "imported": "imported"}[self.objective]
         return f"{self.data.name}-{self.model.name}-{tag}-s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +185,16 @@ class RunConfig:
     def identity_hash(self) -> str:
         d = self.to_dict()
         d.pop("device", None)
+        d["source"].pop("sha256", None)  # a re-saved TorchScript file differs in bytes, not in model
+        source = to_plain(SourceConfig())
+        source.pop("sha256")
+        defaults = {"source": source, "attack": to_plain(AttackConfig())}
+        for path in _HASH_NEUTRAL:
+            node, ref = d, defaults
+            for p in path[:-1]:
+                node, ref = node[p], ref[p]
+            if node.get(path[-1]) == ref[path[-1]]:
+                node.pop(path[-1])
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
     @property
@@ -180,8 +216,17 @@ def validate(cfg: RunConfig) -> None:
         bad("method", cfg.method, f"one of {', '.join(sorted(set(METHODS)))}")
     if cfg.data.name not in DATASETS:
         bad("data.name", cfg.data.name, f"one of {', '.join(DATASETS)}")
-    if cfg.model.name not in MODELS:
+    imported = cfg.objective == "imported"
+    if imported != (cfg.model.name == "imported"):
+        bad("model.name", cfg.model.name, "imported exactly when method is imported")
+    if not imported and cfg.model.name not in MODELS:
         bad("model.name", cfg.model.name, f"one of {', '.join(MODELS)}")
+    if imported and cfg.source.kind not in ("torchscript", "factory"):
+        bad("source.kind", cfg.source.kind, "torchscript or factory for an imported model")
+    if cfg.source.kind == "factory" and not cfg.source.factory:
+        bad("source.factory", cfg.source.factory, "module:function for an imported factory model")
+    if cfg.attack.warmup_epochs < 0:
+        bad("attack.warmup_epochs", cfg.attack.warmup_epochs, "0 (off) or a positive number of epochs")
     if cfg.epochs < 1:
         bad("epochs", cfg.epochs, "at least 1")
     if cfg.optim.batch_size < 1:

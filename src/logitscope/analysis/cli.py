@@ -15,6 +15,12 @@ def analyze(runs: list[str | os.PathLike], epoch: int | None = None, out_dir: Pa
     from logitscope.training.engine import load_run_dataset
 
     loaded = [Run(r) for r in runs]
+    imported = [r.dir.name for r in loaded if r.imported]
+    if imported:
+        raise ValueError(
+            f"run {imported[0]} is imported: say which runs are standard and which robust with "
+            "logitscope compare --st RUN... --at RUN..."
+        )
     st = [r.dir for r in loaded if r.config.objective == "standard"]
     at = [r.dir for r in loaded if r.config.objective != "standard"]
     if not st or not at:

@@ -591,14 +591,14 @@ def _theory_section(out: Path, theory: dict[str, Any], failed: str | None) -> Se
     )
 
 
-def claims_section(claims: list[Claim]) -> Section:
+def claims_section(claims: list[Claim], note: str = "") -> Section:
     return Section(
         "claims",
         "The paper's claims, checked",
         "Each finding of the paper as a test on this run: the paper's sentence, its number, ours with a "
         f"{BOOTSTRAP_LEVEL:.0%} interval, and the verdict. A verdict holds (or does not) only when the whole "
         "interval is on one side of the claim's threshold; otherwise it is inconclusive: the effect is within the "
-        f"uncertainty across seeds and test images. Intervals: {METHOD}.",
+        f"uncertainty across seeds and test images. Intervals: {METHOD}." + (f" {note}" if note else ""),
         [],
         [],
         claims,
@@ -699,3 +699,82 @@ def failures_section(out: Path, failures: Failures) -> Section:
 
 def _read_text(p: Path) -> str:
     return p.read_text() if p.is_file() else ""
+
+
+# -- `logitscope compare`: two groups of runs, section 4.1's analyses and claims ----------------
+
+COMPARE_SECTIONS = ("logits", "ranks")
+COMPARE_MANIFOLD_CLAIMS = ("manifold-radius-early",)  # the others need distilled students
+
+
+def compare_table(runs: Path, ids: dict[str, list[str]], failures: Failures) -> Table:
+    """Table 1 for the compared groups: each run at its last evaluated epoch."""
+    rows = []
+    for label, group, paper in (("ST", "st", PAPER_TABLE1["ST"]), ("AT", "at", PAPER_TABLE1["AT (teacher epoch)"])):
+        nat, adv = _accs(runs, ids[group], None)
+        missing = len(ids[group]) - len(adv)
+        failed = failures.first(f"eval-train-{group}-") if missing else None
+        cells = [pct(nat), pct(adv)] if nat else [f"failed: {failed}" if failed else "—"] * 2
+        if nat and missing:
+            cells = [c + f" ({missing} of {len(ids[group])} runs not evaluated)" for c in cells]
+        rows.append([label, ", ".join(ids[group]), paper[0], cells[0], paper[1], cells[1]])
+    return Table(
+        "table1",
+        "Table 1: natural and adversarial accuracy (APGD-CE then APGD-DLR)",
+        ["group", "runs", "A_natural paper", "A_natural here", "A_adversarial paper", "A_adversarial here"],
+        rows,
+        note="test split, each run at its last stored epoch and its own attack eps; mean ± sd over the group's runs; "
+        "the paper's numbers are ResNet-18 on CIFAR-10 (its AT row: epoch 40)",
+    )
+
+
+def build_compare_report(
+    out: Path, ids: dict[str, list[str]], failed: dict[str, str] | None = None, manifolds: bool = False
+) -> tuple[Path, dict[str, int]]:
+    """The report of `logitscope.compare.compare` (runs linked under ``out/runs``): table 1,
+    the logit and rank figures, figure 5 when ``manifolds``, and the claims that apply to an
+    ST and an AT group. Returns the page and the count of claims per verdict."""
+    from logitscope.report.claims import verdict_counts
+    from logitscope.report.html import render_report
+
+    out = Path(out)
+    rdir = out / "runs"
+    failures = Failures(failed)
+    f_analysis, f_manifolds = failures.first("analyze"), failures.first("manifolds")
+    analysis = _read_stage_json(out / "analysis" / "analysis.json", f_analysis)
+    mani = _read_stage_json(out / "manifolds" / "manifolds.json", f_manifolds) if manifolds else {}
+    sections = _logits_sections(out, ids, analysis, compare_table(rdir, ids, failures), f_analysis)
+    if manifolds:
+        sections.append(_manifolds_section(out, mani, f_manifolds))
+    # the AT group stands in for the paper's AT teacher (and analysed) model, ST for its ST one
+    groups = {"ST": ids["st"], "AT teacher": ids["at"], "AT analysed": ids["at"]}
+    records = {g: r for g, rid in groups.items() if (r := _records(rdir, rid, None)) is not None}
+    evidence = Evidence(
+        records=records,
+        analysis=analysis.get("claim_inputs", {}),
+        manifolds={f"{label} teacher": m for label, m in mani.get("models", {}).items()},
+        n_classes=analysis.get("n_classes"),
+    )
+    by_section = check_claims(evidence, lambda needs: failures.first(*needs))
+    claims = [c for s in COMPARE_SECTIONS for c in by_section.get(s, [])]
+    if manifolds:
+        claims += [c for c in by_section.get("manifolds", []) if c.id in COMPARE_MANIFOLD_CLAIMS]
+    head = claims_section(
+        claims,
+        "Here the AT group stands in for the paper's AT teacher (epoch 40) and the ST group for its standard "
+        "model, each run at its last stored epoch; the distillation claims need `logitscope reproduce`.",
+    )
+    if failures.errors:
+        sections.insert(0, failures_section(out, failures))
+    sections.insert(0, head)
+    configs = {rid: read_yaml(rdir / rid / "config.yaml") for g in ids.values() for rid in g if (rdir / rid).is_dir()}
+    report = Report(
+        title="logitscope compare: what adversarial training puts into the logits",
+        subtitle=f"ST: {', '.join(ids['st'])}; AT: {', '.join(ids['at'])}"
+        + (f"; {len(failures.errors)} stage(s) failed" if failures.errors else ""),
+        sections=sections,
+        environment=environment(),
+        run_configs=configs,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    return render_report(report, out / "report"), verdict_counts(claims)

@@ -1,8 +1,10 @@
-"""Models from a run's checkpoints."""
+"""Models from a run's checkpoints, or the model file of an imported run (``<run>/model/``)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,6 +52,45 @@ def load_model(
     """
     run = run if isinstance(run, Run) else Run(run)
     epoch = run.resolve_epoch(epoch)
+    if run.imported:
+        return load_imported(run).to(device).eval()  # type: ignore[return-value]
     path = checkpoints.checkpoint_path(run.dir, epoch)
     model = model_from_payload(checkpoints.load(path), str(path), expect)
     return model.to(device).eval()
+
+
+IMPORTED_FILES = {"torchscript": "model.ts", "factory": "weights.safetensors"}
+_IMPORT_REMEDY = "import the model again (logitscope import, or logitscope.import_model)"
+
+
+def imported_model_path(run_dir: str | os.PathLike, kind: str) -> Path:
+    """``<run>/model/model.ts`` (TorchScript) or ``<run>/model/weights.safetensors`` (factory)."""
+    return Path(run_dir) / "model" / IMPORTED_FILES[kind]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_imported(run: Run) -> Any:
+    """The `ImportedModel` of an imported run (CPU, eval mode), its stored file checked
+    against the hash recorded when it was imported."""
+    from logitscope.models.imported import ImportedModel, build_factory, fit_weights, load_torchscript, load_weights
+
+    src = run.config.source
+    path = imported_model_path(run.dir, src.kind)
+    if not path.is_file():
+        raise DamagedFileError(path, "missing (the imported model of this run)", _IMPORT_REMEDY)
+    if src.sha256 and file_sha256(path) != src.sha256:
+        raise DamagedFileError(
+            path, "changed since it was imported (its sha256 differs from config.yaml's)", _IMPORT_REMEDY
+        )
+    if src.kind == "torchscript":
+        module = load_torchscript(path)
+    else:
+        module = fit_weights(build_factory(src.factory or ""), load_weights(path), str(path))
+    return ImportedModel(module, src.layers, sequential=src.kind == "torchscript").eval()

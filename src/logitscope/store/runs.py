@@ -29,6 +29,7 @@ from logitscope.store.atomic import atomic_write_json, atomic_write_text
 from logitscope.store.errors import DamagedFileError, detail, read_json, read_text, read_yaml
 from logitscope.store.logits import LogitStore
 
+IMPORT_EPOCH = 1  # the one "epoch" of an imported run: its logits are stored as epoch_001
 _SHORT = object()  # csv restval: a field missing from a row
 # A run's own files are written by training; damage to them means retraining (meta.json
 # only records status, so losing it loses no results).
@@ -149,7 +150,14 @@ class Run:
     def logits(self) -> LogitStore:
         return LogitStore(self.dir)
 
+    @property
+    def imported(self) -> bool:
+        """A model trained elsewhere (`logitscope.importing`): one "epoch", no checkpoints."""
+        return self.config.objective == "imported"
+
     def checkpoint_epochs(self) -> list[int]:
+        if self.imported:
+            return [IMPORT_EPOCH] if self.complete else []
         return checkpoints.stored_epochs(self.dir)
 
     def metrics(self) -> list[dict[str, Any]]:
