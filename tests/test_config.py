@@ -43,3 +43,25 @@ def test_run_id_depends_on_config_not_device():
 def test_bad_overrides(item, msg):
     with pytest.raises(ConfigError, match=msg):
         run_preset("digits").with_overrides([item])
+
+
+def test_fields_added_later_leave_existing_run_ids_unchanged():
+    """Run folders written before `source` and `attack.warmup_epochs` existed keep their names
+    (the ids below were written by the version before them), so `reproduce` resumes them."""
+    assert run_preset("digits").run_id == "digits-small-cnn-st-s0-89a4aae5"
+    assert run_preset("cifar10-paper", method="at").run_id == "cifar10-resnet18-at-s0-91f3d555"
+    assert run_preset("digits", **{"attack.warmup_epochs": 2}).run_id != run_preset("digits").run_id
+
+
+def test_imported_configs_are_validated():
+    base = {"method": "imported", "model": {"name": "imported"}, "source": {"kind": "torchscript"}}
+    assert RunConfig.from_dict(base).objective == "imported"
+    with pytest.raises(ConfigError, match="model.name='imported': expected imported exactly when method is imported"):
+        RunConfig.from_dict({"model": {"name": "imported"}})
+    with pytest.raises(ConfigError, match="source.kind='': expected torchscript or factory"):
+        RunConfig.from_dict({**base, "source": {}})
+    with pytest.raises(ConfigError, match="source.factory=None: expected module:function"):
+        RunConfig.from_dict({**base, "source": {"kind": "factory"}})
+    a = RunConfig.from_dict({**base, "source": {"kind": "torchscript", "sha256": "a", "fingerprint": "f"}})
+    b = RunConfig.from_dict({**base, "source": {"kind": "torchscript", "sha256": "b", "fingerprint": "f"}})
+    assert a.run_id == b.run_id  # the file's bytes are integrity, the fingerprint is identity

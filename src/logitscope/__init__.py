@@ -24,6 +24,8 @@ _LAZY = {
     "load_dataset": ("logitscope.data", "load_dataset"),
     "get_dataset": ("logitscope.data", "get_dataset"),
     "distill": ("logitscope.distill", None),  # the package itself is callable
+    "import_model": ("logitscope.importing", "import_model"),
+    "compare": ("logitscope.compare", "compare"),
 }
 
 

@@ -242,3 +242,20 @@ def test_runs_lists_imported_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert run.dir.name in out and "imported" in out
     assert Run(run.dir).summary()["epoch"] == "1/1"
+
+
+def test_an_imported_model_can_be_a_teacher(tmp_path):
+    from logitscope.config import run_preset
+    from logitscope.distill.pipeline import distill_config
+    from logitscope.training.engine import train
+
+    model = sequential_model().eval()
+    save_torchscript(model, tmp_path / "m.ts")
+    teacher = import_file("seq", dataset="digits", model_file=tmp_path / "m.ts", out=tmp_path / "runs")
+    base = run_preset("digits", epochs=1, **{"monitor.pgd_n": 0})
+    student = train(distill_config(base, teacher=str(teacher.dir), transform="fix-k-permute", k=1), out=tmp_path)
+    x, _ = get_dataset("digits").split("train")
+    with torch.no_grad():
+        top = model(x.float().div(255)).max(dim=1).values.numpy()
+    targets = np.load(student.dir / "targets" / "targets.npy")
+    np.testing.assert_allclose(targets.max(axis=1), top, rtol=1e-5, atol=1e-5)  # fix-1 keeps the top logit

@@ -61,7 +61,10 @@ def distill_config(
         },
     )
     spec = transform_spec(transform, k)  # refuse unknown names early
-    n_classes = checkpoints.load(checkpoints.checkpoint_path(teacher_run.dir, epoch))["model_spec"]["n_classes"]
+    if teacher_run.imported:  # a model trained elsewhere: its stored logits say its classes
+        n_classes = int(teacher_run.logits.get(teacher_run.logits.splits[0], epoch).shape[1])
+    else:
+        n_classes = checkpoints.load(checkpoints.checkpoint_path(teacher_run.dir, epoch))["model_spec"]["n_classes"]
     if spec.name == "fix-k" and not 1 <= k <= n_classes:
         raise ValueError(f"k={k}: expected 1..{n_classes}, the teacher's number of classes")
     return cfg
