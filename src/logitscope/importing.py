@@ -18,6 +18,7 @@ dataset's shape, normalization inside the model (as RobustBench models do); the 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -246,7 +247,7 @@ def import_model(
     data_cfg = _data_config(dataset, data_dir)
     data = get_dataset(data_cfg.name, data_cfg.data_dir, data_cfg.val_per_class, data_cfg.split_seed)
     what = f"model {name}"
-    module = model.cpu().eval()
+    module = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     if factory is None and not isinstance(module, torch.jit.ScriptModule):
         x = _probe(module, data, what)
         module = _to_torchscript(module, x, what)

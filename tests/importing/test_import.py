@@ -259,3 +259,9 @@ def test_an_imported_model_can_be_a_teacher(tmp_path):
         top = model(x.float().div(255)).max(dim=1).values.numpy()
     targets = np.load(student.dir / "targets" / "targets.npy")
     np.testing.assert_allclose(targets.max(axis=1), top, rtol=1e-5, atol=1e-5)  # fix-1 keeps the top logit
+
+
+def test_the_callers_model_keeps_its_mode(tmp_path, factory):
+    model = factory.build().train()
+    import_model(model, "digits", "mode", factory="impnet:build", out=tmp_path)
+    assert model.training
