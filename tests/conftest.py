@@ -25,3 +25,12 @@ def tiny_config():
         return run_preset("digits", method=method, **base)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def idx_digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits at 28x28 with MNIST's contrast as MNIST-format IDX files (1,400 train, 397
+    test; tests/idx_digits.py). Shared by the session: read it, never write into it."""
+    from idx_digits import write_idx_digits
+
+    return write_idx_digits(tmp_path_factory.mktemp("idx-digits"))

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from logitscope.config import ConfigError, RunConfig, parse_float, run_preset
+from logitscope.config import DATASET_RUN_PRESET, RUN_PRESETS, ConfigError, RunConfig, parse_float, run_preset
 from logitscope.store.errors import DamagedFileError
 
 log = logging.getLogger("logitscope")
@@ -30,11 +30,10 @@ RUN_FLAGS = {
     "steps": ("attack.steps", int),
     "device": ("device", str),
 }
-DATASET_PRESET = {"digits": "digits", "cifar10": "cifar10-paper", "cifar100": "cifar100-paper"}
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="run preset (digits, cifar10-paper, cifar100-paper); default from --dataset")
+    p.add_argument("--preset", help=f"run preset ({', '.join(RUN_PRESETS)}); default from --dataset")
     for flag, (key, _) in RUN_FLAGS.items():
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"sets {key}")
     p.add_argument(
@@ -50,7 +49,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, extra: dict[str, object] | None = None) -> RunConfig:
     dataset = args.dataset or "digits"
-    preset = args.preset or DATASET_PRESET.get(dataset, "digits")
+    preset = args.preset or DATASET_RUN_PRESET.get(dataset, "digits")
     overrides: dict[str, object] = {}
     for flag, (key, conv) in RUN_FLAGS.items():
         value = getattr(args, flag, None)
@@ -81,11 +80,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {args.folder}")
         return 0
     rows = [r.summary() for r in runs]
-    cols = ["run", "method", "status", "epoch", "test_acc", "pgd_acc"]
+    cols = ["run", "method", "status", "epoch", "test_acc", "pgd_acc", "warning"]
     widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(_fmt(r[c]).ljust(widths[c]) for c in cols))
+    print("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+    for r in rows:  # the warning (training's first, or -) last: long, and read whole
+        print("  ".join(_fmt(r[c]).ljust(widths[c]) for c in cols).rstrip())
     return 0
 
 
@@ -298,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value, e.g. train.epochs=50"
     )
-    rp.add_argument("--data-dir", help="dataset folder (CIFAR presets)")
+    rp.add_argument("--data-dir", help="dataset folder (the CIFAR and mnist presets)")
     rp.add_argument("--dry-run", action="store_true", help="print the plan with what is done")
     rp.add_argument(
         "--only", action="append", help="run only stages of this kind (train, evaluate, ...) and what they need"

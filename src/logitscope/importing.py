@@ -34,7 +34,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from logitscope.config import RUN_PRESETS, ConfigError, DataConfig, RunConfig, SourceConfig, apply_overrides, to_plain
+from logitscope.config import (
+    DATASET_RUN_PRESET,
+    RUN_PRESETS,
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    SourceConfig,
+    apply_overrides,
+    to_plain,
+)
 from logitscope.data import DATASETS, Dataset, get_dataset
 from logitscope.models.imported import (
     ImportedModel,
@@ -53,8 +62,6 @@ from logitscope.store.runs import IMPORT_EPOCH, Run
 
 log = logging.getLogger(__name__)
 
-# The run preset whose attack eps and monitor settings an imported model of a dataset gets.
-DATASET_RUN_PRESET = {"digits": "digits", "cifar10": "cifar10-paper", "cifar100": "cifar100-paper", "idx": "mnist"}
 PROBE_IMAGES = 8  # test images the input/output contract is checked on
 
 
@@ -72,7 +79,8 @@ def _run_config(name: str, data: DataConfig, source: SourceConfig, eps: float | 
     """The imported run's config: the dataset's preset attack (its eps: what `evaluate` uses by
     default) and monitor, one "epoch", the source."""
     preset = RUN_PRESETS.get(DATASET_RUN_PRESET.get(data.name, ""), RUN_PRESETS["digits"])
-    attack = {**preset.get("attack", {}), **({"eps": eps} if eps is not None else {})}
+    attack = {k: v for k, v in preset.get("attack", {}).items() if k != "warmup_epochs"}  # training's, not a model's
+    attack.update({"eps": eps} if eps is not None else {})
     return RunConfig.from_dict(
         {
             "name": name,

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from idx_digits import idx_bytes
 from logitscope.data import get_dataset, load_dataset
 from logitscope.data.augment import Augment
 from logitscope.data.cifar import (
@@ -134,8 +134,7 @@ def test_cifar_missing_folder_is_one_line_error(tmp_path):
 
 
 def _write_idx(path: Path, arr: np.ndarray, gz: bool) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    raw = header + arr.astype(np.uint8).tobytes()
+    raw = idx_bytes(arr)
     path.write_bytes(gzip.compress(raw) if gz else raw)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from logitscope.models import MODELS, build_model, count_parameters
 
-CASES = {"resnet18": (3, 32), "preact-resnet18": (3, 32), "small-cnn": (1, 8)}
+CASES = {"resnet18": (3, 32), "preact-resnet18": (3, 32), "small-cnn": (1, 8), "mnist-cnn": (1, 28)}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -34,6 +34,16 @@ def test_resnet18_parameter_count_matches_cifar_variant():
 def test_small_cnn_accepts_mnist_size():
     m = build_model("small-cnn", 10, 1, [0.1], [0.3])
     assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_mnist_cnn_parameter_count_and_size_refusal():
+    # conv 1->16 5x5 (400 + 16), conv 16->32 5x5 (12,800 + 32), fc 32*4*4->128 (65,536 + 128),
+    # fc 128->10 (1,280 + 10): 80,202 parameters
+    m = build_model("mnist-cnn", 10, 1, [0.1], [0.3])
+    assert count_parameters(m) == 80_202
+    assert m.layer_names == ["conv1", "conv2", "fc1", "logits"]
+    with pytest.raises(ValueError, match=r"mnist-cnn takes 28x28 images \(got about 32x32\)"):
+        m(torch.rand(2, 1, 32, 32))
 
 
 def test_normalization_is_inside_the_model():

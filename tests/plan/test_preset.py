@@ -26,7 +26,7 @@ def cli_error(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> str:
 
 
 def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
-    assert preset_names() == ["cifar10-paper", "cifar10-quick", "cifar100-paper", "digits"]
+    assert preset_names() == ["cifar10-paper", "cifar10-quick", "cifar100-paper", "digits", "mnist"]
     for name in preset_names():
         preset = load_preset(name)
         assert tuple(preset) == SECTIONS, name
@@ -146,6 +146,7 @@ def resolve_preset_dict(overrides: list[str]) -> dict:
         (["--executor", "slurm"], "unknown executor 'slurm'"),
         (["--address", "ray://head:10001"], "--address is for --executor ray"),
         (["--preset", "cifar10-quick"], "cifar10 needs --data-dir"),
+        (["--preset", "mnist"], "the idx dataset needs --data-dir"),
         (["--preset", "cifar10-quick", "--data-dir", "/nonexistent"], "data folder /nonexistent does not exist"),
         (["--preset", "cifar100-paper", "--data-dir", "/nonexistent", "--dry-run"], "/nonexistent does not exist"),
         (["--set", "analysis.epoch=last"], "analysis.epoch='last': expected an integer, null or 'teacher'"),
@@ -169,6 +170,23 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, tiny_preset, capsys, ar
         args = ["--preset", str(tiny_preset), *args]
     line = cli_error(capsys, tmp_path / "out", *args)
     assert message in line
+
+
+def test_mnist_preset_plans_the_paper_graph_on_idx_files(tmp_path, idx_digits_dir, capsys):
+    out = tmp_path / "out"
+    small = ["--data-dir", str(idx_digits_dir), "--dry-run", "--out", str(out)]
+    # the preset's 500 validation images per class need MNIST's 6,000 per class, not 1,400 images
+    line = cli_error(capsys, out, "--preset", "mnist", *small)
+    assert "class 0 has 139 images: cannot hold out 500 for validation" in line
+    fit = ["--set", "train.set.data.val_per_class=20", "--set", "evaluate.n=300", "--set", "crosscheck.n=100"]
+    assert main(["reproduce", "--preset", "mnist", *small, *fit]) == 0
+    printed = capsys.readouterr().out
+    assert "train-at-s2" in printed and "choose-teacher" in printed and not out.exists()
+    preset = resolve_preset("mnist", fit[1::2], str(idx_digits_dir))
+    at = build_plan(preset, out, str(idx_digits_dir)).stages["train-at-s0"].params["config"]
+    assert at["model"]["name"] == "mnist-cnn" and at["data"]["data_dir"] == str(idx_digits_dir.resolve())
+    assert at["attack"]["eps"] == pytest.approx(0.3) and at["attack"]["warmup_epochs"] == 10
+    assert preset["evaluate"]["eps"] == pytest.approx(0.3)  # the robustness protocol at the training eps
 
 
 def test_bad_input_raises_from_python_too(tmp_path, tiny_preset):

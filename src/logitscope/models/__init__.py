@@ -6,12 +6,13 @@ from collections.abc import Callable, Sequence
 
 from logitscope.models.base import Normalize, TappedModel
 from logitscope.models.resnet import preact_resnet18, resnet18
-from logitscope.models.small import small_cnn
+from logitscope.models.small import mnist_cnn, small_cnn
 
 MODELS: dict[str, Callable[..., TappedModel]] = {
     "resnet18": resnet18,
     "preact-resnet18": preact_resnet18,
     "small-cnn": small_cnn,
+    "mnist-cnn": mnist_cnn,  # 28x28 (MNIST-format IDX) images
 }
 
 

@@ -192,6 +192,7 @@ class Run:
     def summary(self) -> dict[str, Any]:
         rows = self.metrics()
         last = rows[-1] if rows else {}
+        warnings = self.meta.get("warnings") or []  # training's (engine.collapse_warning)
         return {
             "run": self.dir.name,
             "method": self.config.method,
@@ -201,6 +202,7 @@ class Run:
             "epoch": f"{self.last_epoch}/{self.config.epochs}",
             "test_acc": last.get("test_acc"),
             "pgd_acc": last.get("pgd_acc"),
+            "warning": warnings[0] if warnings else None,
         }
 
     def __repr__(self) -> str:

@@ -131,6 +131,52 @@ def _diverged(run: Run, epoch: int, what: str, record: bool) -> TrainingDiverged
     return TrainingDiverged(msg)
 
 
+# Collapse: a run whose clean training accuracy is still at chance after its first epochs is
+# not learning (PGD-AT at a large eps from scratch stalls there, e.g. MNIST at eps 0.3 with
+# loss 2.30 and 11.3% accuracy: the share of its largest class, all images given one label).
+# The rule: at the end of epoch COLLAPSE_CHECK_EPOCH (or the last epoch, if the run is
+# shorter) the epoch's train_acc (its logit snapshot: eval mode, clean, unaugmented) is below
+# COLLAPSE_FACTOR / C for C classes. 1.5 / C (15% for 10 classes) sits above what one
+# constant prediction scores on roughly balanced data (MNIST's largest class: 11.2%) and far
+# below what any learning run reaches by then (digits ST: over 80% after epoch 1; CIFAR-10
+# PGD-AT: about 30%). Two epochs, not one: a slow first epoch (warm-up, small lr) is not yet
+# a failure. The run goes on (it may still start learning); the warning is logged and kept
+# in meta.json ("warnings"), shown by `logitscope runs`.
+COLLAPSE_CHECK_EPOCH = 2
+COLLAPSE_FACTOR = 1.5
+
+
+def collapse_warning(cfg: RunConfig, epoch: int, train_acc: float, n_classes: int) -> str | None:
+    """The collapse warning of ``epoch`` (see ``COLLAPSE_CHECK_EPOCH``), or None."""
+    if epoch != min(COLLAPSE_CHECK_EPOCH, cfg.epochs) or n_classes < 2 or not train_acc < COLLAPSE_FACTOR / n_classes:
+        return None
+    if cfg.objective == "pgd-at":
+        w = max(2 * cfg.attack.warmup_epochs, 5)
+        hint = (
+            f"for PGD-AT try attack.warmup_epochs={w} (eps ramps up from eps/{w}; now {cfg.attack.warmup_epochs}) "
+            f"or a lower optim.lr (now {cfg.optim.lr:g})"
+        )
+    else:
+        hint = f"try a lower optim.lr (now {cfg.optim.lr:g}), and check the data and labels"
+    return (
+        f"training accuracy {100 * train_acc:.1f}% after epoch {epoch} is at chance "
+        f"({100 / n_classes:.1f}% for {n_classes} classes): it is not learning; {hint}"
+    )
+
+
+def _record_warnings(run: Run, cfg: RunConfig, row: dict[str, Any], n_classes: int, **meta: Any) -> None:
+    """Update ``meta.json`` with ``meta`` and the collapse warning of the metrics ``row`` (if
+    any), logging it once: each warning is kept once in ``warnings``, across resumes."""
+    warning = collapse_warning(cfg, int(row["epoch"]), float(row.get("train_acc", math.nan)), n_classes)
+    warnings = list(run.meta.get("warnings") or [])
+    new = warning is not None and warning not in warnings
+    if new:
+        log.warning("run %s: %s", run.dir.name, warning)
+        warnings.append(warning)
+    if meta or new:
+        run.update_meta(**meta, **({"warnings": warnings} if new else {}))
+
+
 def _epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(derive_seed(cfg.seed, "epoch", epoch))
 
@@ -144,7 +190,7 @@ def build_objective(cfg: RunConfig, run: Run, data: Dataset, device: torch.devic
     if cfg.objective == "standard":
         return objectives.standard
     if cfg.objective == "pgd-at":
-        return objectives.pgd_at(cfg.attack)
+        return objectives.pgd_at(cfg.attack)  # warm-up: the epoch loop rebuilds it per epoch (attack_at_epoch)
     from logitscope.distill.pipeline import prepare_targets
 
     targets = prepare_targets(cfg, run, data, device)
@@ -221,6 +267,8 @@ def train(
             started=time.time(),
             last_epoch=start,
         )
+        for row in rows:  # a kill between an epoch's trainer state and its meta.json: its warning
+            _record_warnings(run, cfg, row, data.n_classes)
     train_model = perf.prepare(model, cfg.perf)  # compiled (or eager) module sharing model's parameters
     if dist.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -244,6 +292,9 @@ def train(
         lr = learning_rate(cfg, epoch)
         for group in opt.param_groups:
             group["lr"] = lr
+        train_attack = objectives.attack_at_epoch(cfg.attack, epoch) if cfg.objective == "pgd-at" else None
+        if train_attack is not None and cfg.attack.warmup_epochs:
+            objective = objectives.pgd_at(train_attack)
         g = _epoch_generator(cfg, epoch, device)
         order = torch.randperm(n, generator=g, device=device)
         train_model.train()
@@ -320,6 +371,7 @@ def train(
             "loss": loss_total / n,
             **accs,
             "pgd_acc": pgd_acc,
+            **({"train_eps": train_attack.eps} if train_attack is not None else {}),
             "train_seconds": round(train_s, 4),
             "snapshot_seconds": round(snapshot_s, 4),
             "images_per_s": round(n / train_s, 1) if train_s > 0 else math.inf,
@@ -330,7 +382,8 @@ def train(
             checkpoints.save(checkpoints.checkpoint_path(run.dir, epoch), payload)
         run.write_metrics(rows)
         checkpoints.save(checkpoints.last_path(run.dir), {**payload, "optimizer": opt.state_dict()})
-        run.update_meta(last_epoch=epoch)
+        # with last_epoch, in one write: an epoch's warning is recorded exactly when the epoch is
+        _record_warnings(run, cfg, row, data.n_classes, last_epoch=epoch)
         dist.barrier()
         log.info(
             "%s epoch %d: loss %.4f test %.4f pgd %.4f (%.0f img/s)",

@@ -11,6 +11,7 @@ every rank consumes the generator exactly as one process would.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,24 @@ def standard(
 ) -> torch.Tensor:
     """Cross-entropy on clean images (ST)."""
     return F.cross_entropy(model(x), y)
+
+
+def attack_at_epoch(attack: AttackConfig, epoch: int) -> AttackConfig:
+    """The training attack of ``epoch`` (1-based) under ``attack.warmup_epochs`` (eps warm-up).
+
+    With ``warmup_epochs = W > 0``, epoch ``e`` attacks at ``eps * min(1, e / W)`` with the
+    step size scaled by the same factor (the steps, and so the ratio step/eps, stay as set):
+    eps/W in epoch 1, eps from epoch W on. ``W = 0`` (off) and every epoch ``e >= W`` return
+    ``attack`` itself, so a run without warm-up is bitwise what it was. A pure function of
+    the epoch: a resumed run attacks each epoch as an uninterrupted one does.
+    """
+    if epoch < 1:
+        raise ValueError(f"epoch={epoch}: epochs are 1-based")
+    w = attack.warmup_epochs
+    if w <= 0 or epoch >= w:
+        return attack
+    factor = epoch / w
+    return replace(attack, eps=attack.eps * factor, step_size=attack.step_size * factor)
 
 
 def pgd_at(attack: AttackConfig) -> Objective:
