@@ -212,6 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         n_manifolds=args.p,
         n_points=args.m,
         device=args.device,
+        eps=args.eps,
     )
     print(json.dumps(result))
     return 1 if result["failed"] else 0
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", default="compare", help="output folder (default: compare)")
     cp.add_argument("--n", type=int, help="evaluate the first n test images (default: all)")
     cp.add_argument("--n-iter", type=int, default=100, help="APGD iterations per attack (default: 100)")
+    cp.add_argument(
+        "--eps", type=parse_float, help="radius of every run, e.g. 8/255 (default: the runs' own; they must agree)"
+    )
     cp.add_argument("--manifolds", action="store_true", help="also the manifold analysis of the first ST and AT run")
     cp.add_argument("--p", type=int, default=50, help="manifold exemplars (with --manifolds)")
     cp.add_argument("--m", type=int, default=20, help="points per eps-ball (with --manifolds)")

@@ -60,14 +60,28 @@ def _link_runs(out: Path, groups: dict[str, list[Run]]) -> dict[str, list[str]]:
     return ids
 
 
-def _check_runs(st: Sequence[str | os.PathLike], at: Sequence[str | os.PathLike]) -> dict[str, list[Run]]:
+def _check_runs(
+    st: Sequence[str | os.PathLike], at: Sequence[str | os.PathLike], eps: float | None
+) -> dict[str, list[Run]]:
     if not st or not at:
         raise ValueError(f"{len(st)} ST and {len(at)} AT runs given: expected at least one of each (--st and --at)")
     groups = {"st": [Run(p) for p in st], "at": [Run(p) for p in at]}
     runs = [*groups["st"], *groups["at"]]
+    seen: dict[Path, str] = {}
+    for g, members in groups.items():
+        for r in members:
+            where = seen.setdefault(r.dir.resolve(), g)
+            if where != g or sum(m.dir.resolve() == r.dir.resolve() for m in members) > 1:
+                raise ValueError(f"run {r.dir} is given twice (--{where} and --{g}): expected each run once")
     for r in runs:
+        if not r.complete:
+            raise ValueError(f"run {r.dir} is not complete (epoch {r.last_epoch}/{r.config.epochs}): finish it first")
         if not r.logits.splits:
             raise ValueError(f"run {r.dir} has no stored logits: expected a trained (or imported) run")
+    radii = {r.config.attack.eps for r in runs}
+    if eps is None and len(radii) > 1:
+        by = ", ".join(f"{r.dir.name} {r.config.attack.eps:.4g}" for r in runs)
+        raise ValueError(f"the runs' attack radii differ ({by}): give one for all with --eps")
     first = runs[0].config.data
     for r in runs[1:]:
         d = r.config.data
@@ -91,8 +105,9 @@ def compare(
     n_manifolds: int = 50,
     n_points: int = 20,
     device: str = "auto",
+    eps: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate, analyse and report ST runs against AT runs.
+    """Evaluate, analyse and report ST runs against AT runs, all at one attack radius.
 
     Args:
         st, at: run folders (one per seed or model; at least one each), on the same dataset.
@@ -101,6 +116,8 @@ def compare(
         n_iter: APGD iterations of each attack of the protocol.
         manifolds: also run the manifold analysis (figure 5) on the first ST and AT run, at
             ``n_manifolds`` exemplars and ``n_points`` adversarial points per ball.
+        eps: the L-inf radius of every evaluation and of the manifolds' balls (default: the
+            runs' own ``attack.eps``, refused when they differ).
 
     Returns:
         ``{"report": index.html, "failed": {stage: error}, "claims": {verdict: count}}``.
@@ -108,10 +125,12 @@ def compare(
     from logitscope.analysis.summary import analyze_runs
     from logitscope.evaluation import evaluate
     from logitscope.report.build import build_compare_report
-    from logitscope.training.engine import load_run_dataset
+    from logitscope.training.engine import load_run_dataset, resolve_device
 
     out = Path(out)
-    groups = _check_runs(st, at)
+    groups = _check_runs(st, at, eps)
+    if eps is None:
+        eps = groups["at"][0].config.attack.eps
     ids = _link_runs(out, groups)
     rdir = out / "runs"
     failed: dict[str, str] = {}
@@ -126,7 +145,7 @@ def compare(
 
     for g in GROUPS:
         for rid in ids[g]:
-            attempt(f"eval-train-{g}-{rid}", evaluate, rdir / rid, n=n, n_iter=n_iter, device=device)
+            attempt(f"eval-train-{g}-{rid}", evaluate, rdir / rid, eps=eps, n=n, n_iter=n_iter, device=device)
     data = load_run_dataset(groups["st"][0].config)
     attempt(
         "analyze",
@@ -143,7 +162,6 @@ def compare(
         from logitscope.manifolds.pipeline import analyze_models
 
         models = {"ST": (rdir / ids["st"][0], None), "AT": (rdir / ids["at"][0], None)}
-        eps = groups["at"][0].config.attack.eps
         attempt(
             "manifolds",
             analyze_models,
@@ -153,9 +171,9 @@ def compare(
             n_points,
             out_dir=out / "manifolds",
             simulate=False,
-            device="cpu",
+            device=str(resolve_device(device)),
         )
-    report, counts = build_compare_report(out, ids, failed, manifolds=manifolds)
+    report, counts = build_compare_report(out, ids, failed, manifolds=manifolds, eps=eps)
     return {"report": str(report), "failed": failed, "claims": counts}
 
 

@@ -125,7 +125,8 @@ class SourceConfig:
 
     kind: str = ""  # "" (trained here) | torchscript | factory
     factory: str | None = None  # module:function building the nn.Module (kind factory)
-    file: str | None = None  # the file it was imported from, as given (provenance only)
+    file: str | None = None  # the file it was imported from (provenance only, not identity)
+    root: str | None = None  # the folder a module:function factory is imported from (not identity)
     sha256: str | None = None  # of the stored model file (<run>/model/), checked at every load (not identity)
     fingerprint: str | None = None  # of the weights and code: the same model imported twice is one run
     layers: tuple[str, ...] = ()  # named modules tapped for the manifold analysis
@@ -185,9 +186,13 @@ class RunConfig:
     def identity_hash(self) -> str:
         d = self.to_dict()
         d.pop("device", None)
-        d["source"].pop("sha256", None)  # a re-saved TorchScript file differs in bytes, not in model
+        # not identity: a re-saved TorchScript file differs in bytes, not in model; a moved file
+        # or another working folder is the same model
+        provenance = ("sha256", "file", "root")
         source = to_plain(SourceConfig())
-        source.pop("sha256")
+        for key in provenance:
+            d["source"].pop(key, None)
+            source.pop(key)
         defaults = {"source": source, "attack": to_plain(AttackConfig())}
         for path in _HASH_NEUTRAL:
             node, ref = d, defaults

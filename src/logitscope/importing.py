@@ -47,10 +47,9 @@ from logitscope.config import (
 from logitscope.data import DATASETS, Dataset, get_dataset
 from logitscope.models.imported import (
     ImportedModel,
-    build_factory,
     check_logits,
     default_layers,
-    fit_weights,
+    from_factory,
     load_torchscript,
     load_weights,
     runs_as_sequence,
@@ -71,7 +70,8 @@ def _data_config(dataset: str | DataConfig, data_dir: str | os.PathLike | None) 
     if dataset not in DATASETS:
         raise ConfigError(f"dataset={dataset!r}: expected one of {', '.join(DATASETS)}")
     preset = RUN_PRESETS.get(DATASET_RUN_PRESET.get(dataset, ""), {}).get("data", {})
-    d = {**preset, "name": dataset, "data_dir": str(data_dir) if data_dir is not None else None}
+    folder = str(Path(data_dir).resolve()) if data_dir is not None else None  # the same data wherever run from
+    d = {**preset, "name": dataset, "data_dir": folder}
     return apply_overrides(DataConfig(), d)
 
 
@@ -131,11 +131,22 @@ def _taps(module: nn.Module, kind: str, layers: Sequence[str] | None, x: torch.T
             )
         log.warning("%s: TorchScript forward is not its children's sequence: only the logits are tapped", what)
         return ()
-    names = tuple(layers) if layers else tuple(default_layers(module))
-    wrapped = ImportedModel(module, names, sequential=sequential)  # unknown names: a one-line ValueError
-    with torch.no_grad():
-        wrapped.forward_intermediates(x)  # a named layer the forward never calls: a one-line ValueError
-    return wrapped.taps
+    if layers or sequential:  # named (each must run), or a sequence's children (which all do)
+        wrapped = ImportedModel(module, tuple(layers or default_layers(module)), sequential=sequential)
+        with torch.no_grad():  # unknown, never called, not a tensor: a one-line ValueError
+            wrapped.forward_intermediates(x)
+        return wrapped.taps
+    usable, skipped = [], []
+    for name in default_layers(module):  # the default: the children that run and output a tensor
+        try:
+            with torch.no_grad():
+                ImportedModel(module, (name,)).forward_intermediates(x)
+            usable.append(name)
+        except ValueError as exc:
+            skipped.append(f"{name} ({exc})")
+    if skipped:
+        log.warning("%s: not tapped by default: %s", what, "; ".join(skipped))
+    return tuple(n for n in usable if n != "logits")
 
 
 def _write_run(
@@ -194,7 +205,7 @@ def fingerprint(module: nn.Module) -> str:
     for name, t in module.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim too
     if isinstance(module, torch.jit.ScriptModule):
         h.update(_script_code(module).encode())
     return h.hexdigest()
@@ -217,6 +228,61 @@ def _staging(out: str | os.PathLike, suffix: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".import-", suffix=suffix, dir=out)
     os.close(fd)
     return Path(tmp)
+
+
+def _same_logits(a: nn.Module, b: nn.Module, x: torch.Tensor, message: str) -> None:
+    """Refuse (``message``) unless ``a`` and ``b`` give the same logits on ``x``: up to float
+    rounding, relative to the logits' scale."""
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    scale = max(1.0, float(yb.abs().max()))
+    if not torch.allclose(ya, yb, rtol=1e-4, atol=1e-5 * scale):
+        raise ValueError(message)
+
+
+def _dataset(dataset: str | DataConfig, data_dir: str | os.PathLike | None) -> tuple[DataConfig, Dataset]:
+    cfg = _data_config(dataset, data_dir)
+    return cfg, get_dataset(cfg.name, cfg.data_dir, cfg.val_per_class, cfg.split_seed)
+
+
+def _finish_import(
+    module: nn.Module,
+    kind: str,
+    save: Any,
+    source: dict[str, Any],
+    layers: Sequence[str] | None,
+    x: torch.Tensor,
+    what: str,
+    name: str,
+    data: tuple[DataConfig, Dataset],
+    out: str | os.PathLike,
+    provenance: dict[str, Any],
+    eps: float | None,
+    device: str,
+    batch_size: int,
+) -> Run:
+    """The run of a checked ``module``: its taps, its file (``save(path)`` writes it to a temp
+    file under ``out``, removed whatever happens unless moved into the run), its config."""
+    taps = _taps(module, kind, layers, x, what)
+    staged = _staging(out, ".model")
+    try:
+        save(staged)
+        src = SourceConfig(
+            kind=kind, sha256=file_sha256(staged), fingerprint=fingerprint(module), layers=taps, **source
+        )
+        cfg = _run_config(name, data[0], src, eps)
+        return _write_run(module, cfg, data[1], staged, out, provenance, device, batch_size)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _save_torchscript(module: torch.jit.ScriptModule) -> Any:
+    def save(path: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(module, str(path))
+
+    return save
 
 
 def import_model(
@@ -243,52 +309,37 @@ def import_model(
             ``data_dir``) or a `DataConfig`.
         name: the run's readable name (the folder is ``<name>-<hash>``).
         layers: submodules tapped by the manifold analysis (``named_modules`` names); default:
-            the top-level children. The logits are always the last tap.
-        factory: ``module:function`` (or ``file.py:function``) that builds ``model``'s
-            architecture with no arguments.
+            the top-level children that run and return a tensor. The logits are always the last tap.
+        factory: ``module:function`` (imported from the working folder, which is recorded) or
+            ``file.py:function`` that builds ``model``'s architecture with no arguments.
         eps: the run's attack radius (default: the dataset's preset, e.g. 8/255 for CIFAR).
 
     Returns:
         The complete `Run`; importing the same model again returns it untouched.
     """
     _check_name(name)
-    data_cfg = _data_config(dataset, data_dir)
-    data = get_dataset(data_cfg.name, data_cfg.data_dir, data_cfg.val_per_class, data_cfg.split_seed)
+    data = _dataset(dataset, data_dir)
     what = f"model {name}"
     module = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     if factory is None and not isinstance(module, torch.jit.ScriptModule):
-        x = _probe(module, data, what)
+        x = _probe(module, data[1], what)
         module = _to_torchscript(module, x, what)
     kind = "torchscript" if isinstance(module, torch.jit.ScriptModule) else "factory"
-    x = _probe(module, data, what)
+    x = _probe(module, data[1], what)
+    source: dict[str, Any] = {}
     if kind == "factory":
         assert factory is not None
-        rebuilt = fit_weights(build_factory(factory), module.state_dict(), f"of model {name}").eval()
-        with torch.no_grad():
-            if not torch.allclose(rebuilt(x), module(x), rtol=1e-5, atol=1e-5):
-                raise ValueError(f"factory {factory!r} with {name}'s weights computes other logits: expected its model")
-    taps = _taps(module, kind, layers, x, what)
-    staged = _staging(out, ".model")
-    if kind == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(module, str(staged))
+        source = {"factory": _absolute_factory(factory), "root": os.getcwd()}
+        rebuilt = from_factory(source["factory"], module.state_dict(), f"of model {name}").eval()
+        differs = f"factory {factory!r} with {name}'s weights computes other logits: expected its model"
+        _same_logits(rebuilt, module, x, differs)
+        save: Any = lambda path: _save_safetensors(module.state_dict(), path)  # noqa: E731
     else:
-        _save_safetensors(module.state_dict(), staged)
-    source = SourceConfig(
-        kind=kind,
-        factory=factory,
-        sha256=file_sha256(staged),
-        fingerprint=fingerprint(module),
-        layers=taps,
+        save = _save_torchscript(module)
+    provenance = {"from": "python", "class": type(model).__qualname__, "kind": kind, "factory": source.get("factory")}
+    return _finish_import(
+        module, kind, save, source, layers, x, what, name, data, out, provenance, eps, device, batch_size
     )
-    provenance = {"from": "python", "class": type(model).__qualname__, "kind": kind, "factory": factory}
-    try:
-        return _write_run(
-            module, _run_config(name, data_cfg, source, eps), data, staged, out, provenance, device, batch_size
-        )
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 def import_file(
@@ -312,39 +363,31 @@ def import_file(
         raise ConfigError("give either --model FILE (TorchScript) or --factory module:function with --weights FILE")
     if factory is not None and weights is None:
         raise ConfigError(f"--factory {factory}: expected --weights FILE (its state_dict, .safetensors or .pt)")
-    data_cfg = _data_config(dataset, data_dir)
-    data = get_dataset(data_cfg.name, data_cfg.data_dir, data_cfg.val_per_class, data_cfg.split_seed)
+    data = _dataset(dataset, data_dir)
+    source: dict[str, Any] = {}
     if model_file is not None:
         kind, given = "torchscript", Path(model_file)
         module: nn.Module = load_torchscript(given)
         what = f"TorchScript model {given}"
+        save: Any = lambda path: shutil.copyfile(given, path)  # noqa: E731
     else:
-        kind, given = "factory", Path(weights)  # type: ignore[arg-type]
-        module = fit_weights(build_factory(factory), load_weights(given), str(given))  # type: ignore[arg-type]
+        assert factory is not None and weights is not None
+        kind, given = "factory", Path(weights)
+        source = {"factory": _absolute_factory(factory), "root": os.getcwd()}
+        module = from_factory(source["factory"], load_weights(given), str(given))
         what = f"factory {factory}"
-    x = _probe(module, data, what)
-    taps = _taps(module, kind, layers, x, what)
-    staged = _staging(out, ".model")
-    if kind == "torchscript":
-        shutil.copyfile(given, staged)
-    else:
-        _save_safetensors(module.state_dict(), staged)
-    fac = _absolute_factory(factory) if factory else None
-    source = SourceConfig(
-        kind=kind,
-        factory=fac,
-        file=str(given.resolve()),
-        sha256=file_sha256(staged),
-        fingerprint=fingerprint(module),
-        layers=taps,
+        save = lambda path: _save_safetensors(module.state_dict(), path)  # noqa: E731
+    x = _probe(module, data[1], what)
+    source["file"] = str(given.resolve())
+    provenance = {
+        "from": str(given.resolve()),
+        "kind": kind,
+        "factory": source.get("factory"),
+        "sha256_of_given": file_sha256(given),
+    }
+    return _finish_import(
+        module, kind, save, source, layers, x, what, name, data, out, provenance, eps, device, batch_size
     )
-    provenance = {"from": str(given.resolve()), "kind": kind, "factory": fac, "sha256_of_given": file_sha256(given)}
-    try:
-        return _write_run(
-            module, _run_config(name, data_cfg, source, eps), data, staged, out, provenance, device, batch_size
-        )
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 def _absolute_factory(factory: str) -> str:
@@ -367,10 +410,8 @@ def _to_torchscript(module: nn.Module, x: torch.Tensor, what: str) -> torch.jit.
             raise ValueError(
                 f"{what} can be neither scripted nor traced ({type(exc).__name__}): pass factory='module:function'"
             ) from None
-    other = torch.rand_like(x)
-    with torch.no_grad():
-        if not torch.allclose(traced(other), module(other), rtol=1e-5, atol=1e-5):
-            raise ValueError(f"{what}: its trace computes other logits on other images: pass factory='module:function'")
+    message = f"{what}: its trace computes other logits on other images: pass factory='module:function'"
+    _same_logits(traced, module, torch.rand_like(x), message)
     return traced
 
 

@@ -58,6 +58,27 @@ def other():
 
 def not_a_model():
     return 3
+
+
+def needs_args(n_classes):
+    return Net(n_classes)
+
+
+class BNNet(nn.Module):
+    """BatchNorm (a 0-dim num_batches_tracked buffer) and a child the forward never calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Linear(4 * 64, 10)
+        self.aux = nn.Linear(4 * 64, 2)  # an auxiliary head, unused at inference
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def bn():
+    return BNNet()
 '''
 
 
@@ -265,3 +286,79 @@ def test_the_callers_model_keeps_its_mode(tmp_path, factory):
     model = factory.build().train()
     import_model(model, "digits", "mode", factory="impnet:build", out=tmp_path)
     assert model.training
+
+
+def _trained_bn(factory) -> nn.Module:
+    model = factory.bn()
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the initial ones
+        model(digits_test_images()[0][:64])
+    return model.eval()
+
+
+def test_batchnorm_models_import_as_torchscript_and_as_factory(tmp_path, factory):
+    model = _trained_bn(factory)
+    assert model.features[1].num_batches_tracked.dim() == 0
+    x, _ = digits_test_images()
+    with torch.no_grad():
+        expected = model(x).numpy()
+    scripted = import_model(model, "digits", "bn-ts", out=tmp_path / "runs")
+    fac = import_model(model, "digits", "bn-fac", factory="impnet:bn", out=tmp_path / "runs")
+    for run in (scripted, fac):
+        np.testing.assert_allclose(run.logits.get("test", 1), expected, rtol=1e-5, atol=1e-5)
+    assert import_model(model, "digits", "bn-fac", factory="impnet:bn", out=tmp_path / "runs").dir == fac.dir
+    model.features[1].running_mean += 1  # other statistics: another model, another run
+    assert import_model(model, "digits", "bn-fac", factory="impnet:bn", out=tmp_path / "runs").dir != fac.dir
+
+
+def test_default_taps_skip_a_child_the_forward_never_calls(tmp_path, factory):
+    model = _trained_bn(factory)
+    run = import_model(model, "digits", "aux", factory="impnet:bn", out=tmp_path / "runs")
+    assert run.config.source.layers == ("features", "head")
+    with pytest.raises(ValueError, match="layer 'aux' did not run in the model's forward"):
+        import_model(model, "digits", "aux", ["aux"], factory="impnet:bn", out=tmp_path / "runs")
+
+
+def test_factories_load_from_any_folder_later(tmp_path, factory, monkeypatch):
+    model = factory.build().eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    by_module = import_file("mod", dataset="digits", factory="impnet:build", weights="w.pt", out=tmp_path / "runs")
+    by_file = import_model(model, "digits", "file", factory="impnet.py:build", out=tmp_path / "runs")
+    assert by_file.config.source.factory == f"{tmp_path / 'impnet.py'}:build"  # made absolute
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (str(tmp_path), "")])
+    sys.modules.pop("impnet", None)
+    x, _ = digits_test_images()
+    with torch.no_grad():
+        for run in (by_module, by_file):  # the module from the folder it was imported in
+            np.testing.assert_allclose(load_model(run)(x[:4]).numpy(), model(x[:4]).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_the_same_model_from_a_moved_file_is_the_same_run(tmp_path):
+    save_torchscript(sequential_model().eval(), tmp_path / "m.ts")
+    first = import_file("seq", dataset="digits", model_file=tmp_path / "m.ts", out=tmp_path / "runs")
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "m.ts").rename(tmp_path / "moved" / "m2.ts")
+    again = import_file("seq", dataset="digits", model_file=tmp_path / "moved" / "m2.ts", out=tmp_path / "runs")
+    assert again.dir == first.dir and len(list_runs(tmp_path / "runs")) == 1
+
+
+def test_a_failure_after_staging_leaves_no_temp_file(tmp_path, monkeypatch):
+    import logitscope.importing
+
+    def broken(module):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(logitscope.importing, "fingerprint", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        import_model(sequential_model().eval(), "digits", "seq", out=tmp_path / "runs")
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_factory_that_needs_arguments_is_a_one_line_error(tmp_path, factory):
+    torch.save(factory.build().state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match=r"fails when called with no arguments \(TypeError: .*n_classes") as err:
+        import_file("x", dataset="digits", factory="impnet:needs_args", weights=tmp_path / "w.pt", out=tmp_path / "r")
+    assert "\n" not in str(err.value) and not (tmp_path / "r").exists()

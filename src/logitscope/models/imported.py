@@ -121,8 +121,9 @@ def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
         ) from None
 
 
-def build_factory(spec: str) -> nn.Module:
-    """Call the factory ``module:function`` (or ``file.py:function``) with no arguments."""
+def build_factory(spec: str, root: str | os.PathLike | None = None) -> nn.Module:
+    """Call the factory ``module:function`` (or ``file.py:function``) with no arguments; a
+    module is imported from ``root`` (default: the working folder) or the installed packages."""
     module_name, sep, func_name = spec.rpartition(":")
     if not sep or not module_name or not func_name.isidentifier():
         raise ValueError(f"factory {spec!r}: expected module:function or path/to/file.py:function")
@@ -135,18 +136,39 @@ def build_factory(spec: str) -> nn.Module:
             module = importlib.util.module_from_spec(mspec)  # type: ignore[arg-type]
             mspec.loader.exec_module(module)  # type: ignore[union-attr]
         else:
-            if os.getcwd() not in sys.path:  # the user's own module, beside where they run the command
-                sys.path.insert(0, os.getcwd())
+            folder = str(Path(root or os.getcwd()).resolve())
+            if folder not in sys.path:  # the user's own module, beside where they imported the model
+                sys.path.insert(0, folder)
             module = importlib.import_module(module_name)
-    except (ImportError, SyntaxError) as exc:
-        raise ValueError(f"factory {spec!r}: cannot import {module_name} ({type(exc).__name__}: {exc})") from None
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's code: ImportError, SyntaxError or whatever it raises
+        raise ValueError(f"factory {spec!r}: cannot import {module_name} ({_first_line(exc)})") from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ValueError(f"factory {spec!r}: {module_name} has no function {func_name!r}")
-    model = func()
+    try:
+        model = func()
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(
+            f"factory {spec!r} fails when called with no arguments ({_first_line(exc)}): expected a function "
+            "that builds the model, e.g. def build(): return MyNet(num_classes=10)"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"factory {spec!r} returned {type(model).__name__}: expected a torch.nn.Module")
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def from_factory(
+    spec: str, state: dict[str, torch.Tensor], where: str, root: str | os.PathLike | None = None
+) -> nn.Module:
+    """The factory's model with ``state`` loaded (`build_factory`, then `fit_weights`)."""
+    return fit_weights(build_factory(spec, root), state, where)
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

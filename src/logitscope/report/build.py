@@ -707,8 +707,9 @@ COMPARE_SECTIONS = ("logits", "ranks")
 COMPARE_MANIFOLD_CLAIMS = ("manifold-radius-early",)  # the others need distilled students
 
 
-def compare_table(runs: Path, ids: dict[str, list[str]], failures: Failures) -> Table:
-    """Table 1 for the compared groups: each run at its last evaluated epoch."""
+def compare_table(runs: Path, ids: dict[str, list[str]], failures: Failures, eps: float | None = None) -> Table:
+    """Table 1 for the compared groups: each run at its last evaluated epoch (at ``eps``)."""
+    radius = f"eps {eps:.4g}" if eps is not None else "each run's attack eps"
     rows = []
     for label, group, paper in (("ST", "st", PAPER_TABLE1["ST"]), ("AT", "at", PAPER_TABLE1["AT (teacher epoch)"])):
         nat, adv = _accs(runs, ids[group], None)
@@ -723,13 +724,17 @@ def compare_table(runs: Path, ids: dict[str, list[str]], failures: Failures) -> 
         "Table 1: natural and adversarial accuracy (APGD-CE then APGD-DLR)",
         ["group", "runs", "A_natural paper", "A_natural here", "A_adversarial paper", "A_adversarial here"],
         rows,
-        note="test split, each run at its last stored epoch and its own attack eps; mean ± sd over the group's runs; "
+        note=f"test split, each run at its last stored epoch, {radius}; mean ± sd over the group's runs; "
         "the paper's numbers are ResNet-18 on CIFAR-10 (its AT row: epoch 40)",
     )
 
 
 def build_compare_report(
-    out: Path, ids: dict[str, list[str]], failed: dict[str, str] | None = None, manifolds: bool = False
+    out: Path,
+    ids: dict[str, list[str]],
+    failed: dict[str, str] | None = None,
+    manifolds: bool = False,
+    eps: float | None = None,
 ) -> tuple[Path, dict[str, int]]:
     """The report of `logitscope.compare.compare` (runs linked under ``out/runs``): table 1,
     the logit and rank figures, figure 5 when ``manifolds``, and the claims that apply to an
@@ -743,7 +748,7 @@ def build_compare_report(
     f_analysis, f_manifolds = failures.first("analyze"), failures.first("manifolds")
     analysis = _read_stage_json(out / "analysis" / "analysis.json", f_analysis)
     mani = _read_stage_json(out / "manifolds" / "manifolds.json", f_manifolds) if manifolds else {}
-    sections = _logits_sections(out, ids, analysis, compare_table(rdir, ids, failures), f_analysis)
+    sections = _logits_sections(out, ids, analysis, compare_table(rdir, ids, failures, eps), f_analysis)
     if manifolds:
         sections.append(_manifolds_section(out, mani, f_manifolds))
     # the AT group stands in for the paper's AT teacher (and analysed) model, ST for its ST one

@@ -79,7 +79,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 def load_imported(run: Run) -> Any:
     """The `ImportedModel` of an imported run (CPU, eval mode), its stored file checked
     against the hash recorded when it was imported."""
-    from logitscope.models.imported import ImportedModel, build_factory, fit_weights, load_torchscript, load_weights
+    from logitscope.models.imported import ImportedModel, from_factory, load_torchscript, load_weights
 
     src = run.config.source
     path = imported_model_path(run.dir, src.kind)
@@ -92,5 +92,5 @@ def load_imported(run: Run) -> Any:
     if src.kind == "torchscript":
         module = load_torchscript(path)
     else:
-        module = fit_weights(build_factory(src.factory or ""), load_weights(path), str(path))
+        module = from_factory(src.factory or "", load_weights(path), str(path), src.root)
     return ImportedModel(module, src.layers, sequential=src.kind == "torchscript").eval()
