@@ -76,6 +76,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from logitscope.store.runs import list_runs
 
     runs = list_runs(args.folder)
+    if (Path(args.folder) / "plan" / "preset.json").is_file():  # a reproduce folder: its plan's state first
+        from logitscope.plan.graph import plan_state
+
+        print(plan_state(Path(args.folder)))
     if not runs:
         print(f"no runs in {args.folder}")
         return 0

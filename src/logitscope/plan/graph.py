@@ -30,6 +30,7 @@ from typing import Any
 
 from logitscope.config import RunConfig, run_preset
 from logitscope.plan.preset import apply_preset_overrides, load_preset
+from logitscope.plan.progress import Progress
 from logitscope.store.atomic import atomic_write_json
 from logitscope.store.errors import DamagedFileError, read_json
 
@@ -82,9 +83,15 @@ class Plan:
         self.stages = keyed
         self.pending = pending
         self.waits_on = waits_on or {}
+        self.progress: Progress | None = None  # set by execute: what record_outcome reports to
 
     def marker(self, name: str) -> Path:
         return self.out / "plan" / "done" / f"{name}.json"
+
+    def pending_for(self, only: list[str] | None) -> list[str]:
+        """The pending groups that concern a run of the kinds in ``only`` (None: all)."""
+        waiting = not only or any(set(kinds) & set(only) for kinds in self.waits_on.values())
+        return self.pending if waiting else []
 
     def failure_marker(self, name: str) -> Path:
         return failure_marker(self.out, name)
@@ -249,15 +256,18 @@ def mark_failed(plan: Plan, stage: Stage, error: str, seconds: float, blocked_by
 def record_outcome(plan: Plan, stage: Stage, outcome: dict[str, Any] | BaseException, seconds: float) -> str | None:
     """Write the done or failed marker of a stage that returned ``outcome``; returns the error
     line if it failed. What every executor calls when a stage comes back."""
-    if isinstance(outcome, BaseException):
-        error = error_line(outcome)
+    error = error_line(outcome) if isinstance(outcome, BaseException) else None
+    if error is not None:
         mark_failed(plan, stage, error, seconds)
         log.error("%s failed after %.1f s: %s (log: %s)", stage.name, seconds, error, stage_log(plan.out, stage.name))
-        return error
-    partial = stage.after_failures and any(plan.failure(d) is not None for d in stage.deps)
-    mark_done(plan, stage, outcome, seconds, partial=partial)
-    log.info("done %s (%.1f s)", stage.name, seconds)
-    return None
+    else:
+        partial = stage.after_failures and any(plan.failure(d) is not None for d in stage.deps)
+        mark_done(plan, stage, outcome, seconds, partial=partial)  # type: ignore[arg-type]
+    if plan.progress is not None:
+        log.info("%s", plan.progress.stage_done(stage.name, stage.kind, seconds, error))
+    elif error is None:
+        log.info("done %s (%.1f s)", stage.name, seconds)
+    return error
 
 
 def plan_failures(out: str | Path) -> dict[str, dict[str, Any]]:
@@ -596,10 +606,12 @@ def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> tuple[int, d
     ran = 0
     failed: dict[str, str] = {}
     attempted: set[str] = set()
+    progress = Progress(workers=getattr(executor, "jobs", 1))
     _prune_failures(plan_fn())
     while True:
         plan = plan_fn()
-        todo = [s for s in plan.select(only) if not plan.is_done(s.name) and s.name not in attempted | set(failed)]
+        selected = plan.select(only)
+        todo = [s for s in selected if not plan.is_done(s.name) and s.name not in attempted | set(failed)]
         for s in todo:  # in dependency order, so a block propagates down the graph in one pass
             bad = None if s.after_failures else next((d for d in s.deps if d in failed), None)
             if bad is not None:
@@ -609,6 +621,8 @@ def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> tuple[int, d
         todo = [s for s in todo if s.name not in failed]
         if not todo:
             return ran, failed
+        progress.plan(len(selected), len(selected) - len(todo), [s.kind for s in todo], len(plan.pending_for(only)))
+        plan.progress = progress
         ready = [s for s in todo if all(plan.is_done(d) or (s.after_failures and d in failed) for d in s.deps)]
         if not ready and not getattr(executor, "busy", False):
             raise RuntimeError(f"no stage can run: {todo[0].name} waits on {todo[0].deps}")
@@ -634,8 +648,7 @@ def describe(plan: Plan, only: list[str] | None) -> str:
             state = "ready" if all(plan.is_done(d) for d in s.deps) else "waiting"
         reason = f"  ({failure['error']})" if failure else ""
         lines.append(f"{state:8s} {s.kind:10s} {s.name}  [{s.key}]{reason}")
-    waiting = not only or any(set(kinds) & set(only) for kinds in plan.waits_on.values())
-    pending = plan.pending if waiting else []
+    pending = plan.pending_for(only)
     lines += [f"pending  {p}" for p in pending]
     n_done = sum(plan.is_done(s.name) for s in selected)
     lines.append(f"{n_done}/{len(selected)} stages done" + (f"; {len(pending)} group(s) pending" if pending else ""))
@@ -799,13 +812,28 @@ def reproduce(
     return 0
 
 
-def rebuild_report(out: Path) -> Path:
-    """``logitscope report OUT``: rebuild the report from the stores alone."""
+def saved_plan(out: Path) -> Plan:
+    """The plan of a reproduce output folder, from the preset it saved (``plan/preset.json``)."""
     saved = Path(out) / "plan" / "preset.json"
     if not saved.is_file():
         raise FileNotFoundError(f"{out} holds no reproduce output (no plan/preset.json)")
     info = read_json(saved, remedy="rerun logitscope reproduce with the same preset to rewrite it", expect=dict)
-    plan = build_plan(info["preset"], Path(out), info.get("data_dir"))
+    return build_plan(info["preset"], Path(out), info.get("data_dir"))
+
+
+def plan_state(out: Path) -> str:
+    """One line: the stages of a reproduce folder's plan done, failed and left."""
+    plan = saved_plan(out)
+    names = list(plan.stages)
+    done = sum(plan.is_done(n) for n in names)
+    failed = sum(plan.failure(n) is not None for n in names)
+    pending = f"; {len(plan.pending)} group(s) not yet planned" if plan.pending else ""
+    return f"plan: {done}/{len(names)} stages done, {failed} failed, {len(names) - done - failed} to run{pending}"
+
+
+def rebuild_report(out: Path) -> Path:
+    """``logitscope report OUT``: rebuild the report from the stores alone."""
+    plan = saved_plan(out)
     s = plan.stages["report"]
     result = run_stage(str(out), s.fn, s.params)
     record_outcome(plan, s, result, 0.0)
