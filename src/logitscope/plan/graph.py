@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from logitscope.config import RunConfig, run_preset
+from logitscope.plan import preflight
 from logitscope.plan.preset import apply_preset_overrides, load_preset
 from logitscope.plan.progress import Progress
 from logitscope.store.atomic import atomic_write_json
@@ -385,7 +386,11 @@ def _add_crosscheck(
     return planned
 
 
-def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -> Plan:
+def build_plan(
+    preset: dict[str, Any], out: Path, data_dir: str | None = None, assume_teacher: int | None = None
+) -> Plan:
+    """The paper's graph for ``preset`` in ``out``. The students appear once the teacher is
+    chosen; ``assume_teacher`` plans them as if that epoch were chosen (the store projection)."""
     out = Path(out)
     stages: list[Stage] = []
     pending: list[str] = []
@@ -455,7 +460,7 @@ def build_plan(preset: dict[str, Any], out: Path, data_dir: str | None = None) -
     )
 
     partial = Plan(out, stages, [])
-    chosen = int(partial.result("choose-teacher")["epoch"]) if partial.is_done("choose-teacher") else None
+    chosen = int(partial.result("choose-teacher")["epoch"]) if partial.is_done("choose-teacher") else assume_teacher
     students: dict[str, list[tuple[str, RunConfig]]] = {}
     waits_on: dict[str, tuple[str, ...]] = {}
     at_teacher_epoch = preset["analysis"]["epoch"] == "teacher"
@@ -662,8 +667,9 @@ def resolve_preset(preset: str, overrides: list[str], data_dir: str | None) -> d
 
 def validate_plan_inputs(
     preset: dict[str, Any], data_dir: str | None, out: Path = Path("out"), only: list[str] | None = None
-) -> None:
-    """Fail before any work: every run config valid, the dataset present, ``only`` known."""
+) -> Any:
+    """Fail before any work: every run config valid, the dataset present, ``only`` known.
+    Returns the dataset (as the AT runs read it)."""
     from logitscope.attacks.protocol import ProtocolConfig
     from logitscope.data import get_dataset
     from logitscope.distill.pipeline import transform_spec
@@ -713,6 +719,7 @@ def validate_plan_inputs(
         raise ValueError(f"evaluate.n={ev['n']}: expected a positive number of test images or null for all")
     _validate_crosscheck(preset.get("crosscheck"), ev["n"], len(data.y_test), cfg.data.name)
     build_plan(preset, out, data_dir).select(only)  # every stage's run config, and the kinds in ``only``
+    return data
 
 
 def _is_int(v: Any) -> bool:
@@ -776,15 +783,18 @@ def reproduce(
 
     resolved = resolve_preset(preset, overrides or [], data_dir)
     out = Path(out)
-    validate_plan_inputs(resolved, data_dir, out, only)
+    data = validate_plan_inputs(resolved, data_dir, out, only)
     exe = make_executor(executor, address, jobs)  # fail on a missing Ray before any work
+    store = preflight.project_store(resolved, out, data_dir, data)
 
     def plan_fn() -> Plan:
         return build_plan(resolved, out, data_dir)
 
     if dry_run:
         print(describe(plan_fn(), only))
+        print(f"{store.describe()}; {preflight.gb(preflight.free_bytes(out))} free under {out}")
         return 0
+    preflight.check_disk(store, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "plan" / "preset.json", {"preset": resolved, "data_dir": data_dir})
     t0 = time.perf_counter()
