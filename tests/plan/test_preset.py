@@ -208,13 +208,14 @@ def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path, tiny_preset, caps
     assert {n for n, state in states.items() if state == "ready"} == {"train-st-s0", "train-at-s0"}
     assert states["eval-train-at-s0-e2"] == states["distill-sweep-e2-kl-s0"] == states["choose-teacher"] == "waiting"
     assert len(states) == 18
-    assert lines[-2].startswith("pending  students")
-    assert lines[-1] == "0/18 stages done; 1 group(s) pending"
+    assert lines[-3].startswith("pending  students")
+    assert lines[-2] == "0/18 stages done; 1 group(s) pending"
+    assert lines[-1].startswith("store: about") and "0.0 MB already written" in lines[-1] and "free under" in lines[-1]
     # --only shows the part of the plan it would run
     assert main(["reproduce", "--preset", str(tiny_preset), "--out", str(out), "--dry-run", "--only", "train"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[2] for line in lines[:-1]] == ["train-st-s0", "train-at-s0"]
-    assert lines[-1] == "0/2 stages done"
+    assert [line.split()[2] for line in lines[:-2]] == ["train-st-s0", "train-at-s0"]
+    assert lines[-2] == "0/2 stages done"
     assert not out.exists()
 
 
