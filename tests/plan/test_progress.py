@@ -71,3 +71,34 @@ def test_runs_of_a_reproduce_folder_show_the_plans_state(chosen_copy, capsys):
     assert out[1].split()[:3] == ["run", "method", "status"]
     trained = {line.split()[0] for line in out[2:]}
     assert {n for n in trained if "-at-" in n or "-st-" in n} and all(" complete " in line for line in out[2:])
+
+
+def sleep_stage(out, seconds: float) -> dict:
+    import time
+
+    time.sleep(seconds)
+    return {}
+
+
+def test_a_pool_records_each_stages_own_time_not_its_time_in_the_queue(tmp_path):
+    import json
+    import time
+
+    from logitscope.plan.executors import LocalExecutor
+    from logitscope.plan.graph import Plan, Stage, execute
+
+    fn = f"{__name__}:sleep_stage"
+    names = ("a", "b", "c", "d")
+    stages = [Stage(n, "train", fn, {"seconds": 0.5}) for n in names]
+    exe = LocalExecutor(jobs=2)  # a pool of two workers: the four are submitted at once, two queue
+    t0 = time.perf_counter()
+    try:
+        assert execute(lambda: Plan(tmp_path, stages, []), None, exe) == (4, {})
+    finally:
+        exe.shutdown()
+    wall = time.perf_counter() - t0
+    recorded = [json.loads((tmp_path / "plan" / "done" / f"{n}.json").read_text())["seconds"] for n in names]
+    # each worker runs its stages one after another: their own times add up to at most 2 x the
+    # wall time. Counted from submission, the queued two would also count the first two's time
+    # and all four the workers' start: about 4 x start + 3 s against 2 x (start + 1 s).
+    assert all(r >= 0.5 for r in recorded) and sum(recorded) <= 2 * wall

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from logitscope.plan.graph import Plan, Stage, record_outcome, run_stage
+from logitscope.plan.graph import Plan, Stage, record_outcome, run_stage, timed_run_stage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LocalExecutor:
             if stage.name not in self._inflight:
                 log.info("start %s", stage.name)
                 out = str(plan.out.resolve())
-                fut = self._pool.submit(run_stage, out, stage.fn, stage.params, threads, stage.name)
+                fut = self._pool.submit(timed_run_stage, out, stage.fn, stage.params, threads, stage.name)
                 self._inflight[stage.name] = (fut, stage, time.perf_counter())
         done, _ = cf.wait([f for f, _, _ in self._inflight.values()], return_when=cf.FIRST_COMPLETED)
         finished: dict[str, str | None] = {}
@@ -71,11 +71,11 @@ class LocalExecutor:
         for name in [name for name, (f, _, _) in self._inflight.items() if f in done]:
             fut, stage, t0 = self._inflight.pop(name)
             try:
-                outcome: dict[str, Any] | Exception = fut.result()
-            except Exception as exc:  # recorded; the other stages still run
-                outcome = exc
+                outcome, seconds = fut.result()  # the stage's own time, not its time in the queue
+            except Exception as exc:  # the worker died: recorded; the other stages still run
+                outcome, seconds = exc, time.perf_counter() - t0
                 broken = broken or isinstance(exc, BrokenProcessPool)
-            finished[name] = record_outcome(plan, stage, outcome, time.perf_counter() - t0)
+            finished[name] = record_outcome(plan, stage, outcome, seconds)
         if broken:  # a worker died (killed, out of memory): every stage in flight went with it
             for name, (_, stage, t0) in list(self._inflight.items()):
                 exc = RuntimeError("a worker process died while the stage ran (killed or out of memory?)")
@@ -105,7 +105,7 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
             ray.init(log_to_driver=False, include_dashboard=False, **kwargs)
         self.has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        self._task = ray.remote(run_stage)
+        self._task = ray.remote(timed_run_stage)
 
     def run(self, plan: Plan, ready: list[Stage]) -> dict[str, str | None]:
         out = str(plan.out.resolve())  # workers do not share the driver's working directory
@@ -120,10 +120,10 @@ class RayExecutor:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             stage, t0 = pending.pop(done[0])
             try:
-                outcome: dict[str, Any] | Exception = self.ray.get(done[0])
-            except Exception as exc:  # recorded; the other stages of the wave still finish
-                outcome = exc
-            finished[stage.name] = record_outcome(plan, stage, outcome, time.perf_counter() - t0)
+                outcome, seconds = self.ray.get(done[0])  # the stage's own time, not its time in the queue
+            except Exception as exc:  # the task died: recorded; the other stages of the wave still finish
+                outcome, seconds = exc, time.perf_counter() - t0
+            finished[stage.name] = record_outcome(plan, stage, outcome, seconds)
         return finished
 
     def shutdown(self) -> None:

@@ -207,6 +207,19 @@ def run_stage(
             handler.close()
 
 
+def timed_run_stage(
+    out: str, fn: str, params: dict[str, Any], threads: int | None = None, name: str | None = None
+) -> tuple[dict[str, Any] | Exception, float]:
+    """`run_stage` in the worker, with the seconds the stage itself ran (an executor's clock
+    would also count the time the stage queued for a worker). An exception is returned with
+    its time, not raised."""
+    t0 = time.perf_counter()
+    try:
+        return run_stage(out, fn, params, threads, name), time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - recorded by the executor, as a raised one would be
+        return exc, time.perf_counter() - t0
+
+
 def error_line(exc: BaseException) -> str:
     """One line for an error: its type and the first line of its message (Ray wraps a task's
     error; the cause it carries is what the user needs)."""
