@@ -402,8 +402,8 @@ def _to_torchscript(module: nn.Module, x: torch.Tensor, what: str) -> torch.jit.
         warnings.simplefilter("ignore")
         try:
             return torch.jit.script(module)
-        except Exception:  # noqa: BLE001 - not scriptable: trace it
-            pass
+        except Exception as exc:  # noqa: BLE001 - not scriptable: trace it (checked below)
+            log.info("%s is not scriptable (%s): tracing it instead", what, type(exc).__name__)
         try:
             traced = torch.jit.trace(module, x, check_trace=False)
         except Exception as exc:  # noqa: BLE001
