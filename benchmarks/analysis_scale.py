@@ -3,7 +3,10 @@
 Builds synthetic ST and AT run stores in a temporary folder (one ``(N, C)`` float32 file per
 epoch and split, written with `write_logits`), then times `analyze_runs` over them: the
 distribution statistics stream over every epoch, the image-level analyses use the last epoch.
-Goal: under 60 s and under 2 GB peak resident memory on 2 CPU cores.
+Goal: 15 s or less and under 2 GB peak resident memory on 2 CPU cores (the 2.9 GB of logits stream
+from the page cache in well under a second per pass; 62.6 s before the analyses read each epoch
+once and replaced partitions by one sort). ``analyze_cpu_s`` is the process CPU time of the
+analysis, the figure to compare on a machine shared with other jobs.
 
     .venv/bin/python benchmarks/analysis_scale.py            # 3 ST + 3 AT, 200 x 50,000 x 10
     .venv/bin/python benchmarks/analysis_scale.py --quick    # 1 + 1 runs, 40 x 5,000 x 10
@@ -122,17 +125,19 @@ def main() -> None:
         rss_build = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rng = np.random.default_rng(1)
         images = rng.integers(0, 256, (n_test, 3, 8, 8), dtype=np.uint8)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = analyze_runs(st, at, None, root / "report", images=images)
         analyze_s = time.perf_counter() - t0
+        analyze_cpu_s = time.process_time() - c0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         store_gb = sum(f.stat().st_size for f in root.rglob("*.npy")) / 1e9
         print(
             f"built {2 * seeds} runs ({store_gb:.2f} GB of logits) in {build_s:.1f} s",
             file=sys.stderr,
         )
-        for c in res["claims"]:
-            print(f"  [{c['holds']}] {c['claim']}: {c['ours']}", file=sys.stderr)
+        # The verdicts live in logitscope.report.claims now; show the per-run numbers they test.
+        for key in ("max_logit_mean", "max_logit_skew", "gap_mean", "rank_disagreement"):
+            print(f"  {key}: {res['claim_inputs'][key]}", file=sys.stderr)
         headline = {
             "runs": 2 * seeds,
             "epochs": epochs,
@@ -142,11 +147,12 @@ def main() -> None:
             "store_gb": round(store_gb, 3),
             "build_s": round(build_s, 1),
             "analyze_s": round(analyze_s, 1),
+            "analyze_cpu_s": round(analyze_cpu_s, 1),
             "peak_rss_mb": round(rss, 0),
             "peak_rss_mb_after_build": round(rss_build, 0),
             "figures": len(res["figures"]),
             "rank_disagreement_at_st": round(res["rank_disagreement"]["groups"]["AT-ST"]["mean"], 4),
-            "goal_met": bool(analyze_s < 60 and rss < 2048),
+            "goal_met": bool(analyze_s <= 15 and rss < 2048),
         }
         print(json.dumps(headline))
 

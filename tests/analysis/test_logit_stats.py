@@ -152,3 +152,147 @@ def test_gap_accuracy_trend_sign():
     assert down.trend() < -0.9
     few = adversarial_accuracy_by_gap([{"clean_logits": clean[:5], "robust": robust[:5]}], edges)
     assert math.isnan(few.trend())
+
+
+# The fast paths against independent brute-force oracles (numpy sorts, np.quantile, explicit
+# comparisons), bit for bit: the streamed statistics read each epoch once, partition nothing.
+
+
+def _oracle_top2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Largest and second largest of each row, by a full sort of the row."""
+    s = np.sort(z, axis=1)
+    return s[:, -1], s[:, -2]
+
+
+def _tied_logits(rng, n, c, dtype):
+    """Logits with many exact ties (small integer grid), a tie at the top in many rows."""
+    return (rng.integers(-3, 4, (n, c)) * 0.5).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("c", [2, 3, 10, 37])
+def test_top2_equals_row_sort(dtype, c, monkeypatch):
+    import logitscope.analysis.logit_stats as ls
+
+    monkeypatch.setattr(ls, "_TOP2_BLOCK", 64)  # several transposed blocks per chunk
+    rng = np.random.default_rng(c)
+    for z in (_tied_logits(rng, 1000, c, dtype), (rng.standard_normal((1000, c)) * 4).astype(dtype)):
+        top, second = _oracle_top2(z)
+        for chunk_rows in (1, 7, 100, 10**6):
+            v = top2(z, chunk_rows=chunk_rows)
+            assert v["max_logit"].dtype == v["gap"].dtype == np.float64
+            np.testing.assert_array_equal(v["max_logit"], top.astype(np.float64))
+            np.testing.assert_array_equal(v["gap"], top.astype(np.float64) - second.astype(np.float64))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_top2_finds_any_non_finite_value(bad):
+    # -inf is never among a row's two largest values, so the check cannot rely on them.
+    z = np.ones((30, 6), np.float32)
+    z[17, 3] = bad
+    with pytest.raises(ValueError, match=r"non-finite logits in rows 10\.\.19"):
+        top2(z, chunk_rows=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.float64, st.integers(1, 60), elements=st.floats(-1e6, 1e6) | st.sampled_from([0.0, 1.0, -2.5])),
+    st.lists(st.floats(0, 1) | st.sampled_from([0.0, 0.5, 1.0]), min_size=1, max_size=9),
+)
+def test_sorted_quantiles_equal_np_quantile_bit_for_bit(x, levels):
+    from logitscope.analysis.logit_stats import sorted_quantiles
+
+    got = sorted_quantiles(np.sort(x), levels)
+    want = np.quantile(x, np.asarray(levels, np.float64))
+    assert got.tobytes() == want.tobytes()
+
+
+def test_sorted_quantiles_rejects_levels_outside_unit_interval():
+    from logitscope.analysis.logit_stats import sorted_quantiles
+
+    with pytest.raises(ValueError, match="levels"):
+        sorted_quantiles(np.arange(3.0), [0.5, 1.5])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    arrays(np.float64, st.integers(1, 80), elements=st.floats(-10, 10) | st.sampled_from([-1.0, 0.0, 2.0, 3.0])),
+    st.integers(1, 12),
+)
+def test_sorted_histogram_equals_comparisons(x, n_bins):
+    from logitscope.analysis.logit_stats import histogram, sorted_histogram
+
+    edges = np.linspace(-1.0, 3.0, n_bins + 1)  # values on, between and beyond the edges
+    # Oracle: a value's bin is the number of inner edges at or below it (outliers in end bins).
+    bins = (x[:, None] >= edges[None, 1:-1]).sum(axis=1)
+    want = np.bincount(bins, minlength=n_bins)
+    np.testing.assert_array_equal(sorted_histogram(np.sort(x), edges), want)
+    np.testing.assert_array_equal(histogram(x, edges), want)
+
+
+def _oracle_statistics(logits: dict[int, np.ndarray], levels, edges):
+    """Per epoch and statistic: mean, population sd, m3/m2^1.5, np.quantile, comparison counts."""
+    out = {}
+    for e, z in logits.items():
+        top, second = _oracle_top2(z)
+        values = {"max_logit": top.astype(np.float64), "gap": top.astype(np.float64) - second}
+        for name, v in values.items():
+            mean = v.mean()
+            d = v - mean
+            m2, m3 = np.mean(d * d), np.mean(d * d * d)
+            bins = (v[:, None] >= edges[name][None, 1:-1]).sum(axis=1)
+            out[e, name] = {
+                "mean": mean,
+                "sd": np.sqrt(m2),
+                "skew": m3 / m2**1.5 if m2 > 0 else 0.0,
+                "quantiles": np.quantile(v, levels),
+                "counts": np.bincount(bins, minlength=len(edges[name]) - 1),
+            }
+    return out
+
+
+@pytest.mark.parametrize("budget", [None, 0, 3000])
+def test_streamed_statistics_equal_brute_force(tmp_path, budget, monkeypatch):
+    """Range pass and statistics pass, with the top-2 cache full, off, or partly filled, against
+    the oracle on every epoch: equal bit for bit, and the cache is empty afterwards."""
+    import logitscope.analysis.logit_stats as ls
+    from logitscope.analysis.logit_stats import Top2Cache
+
+    monkeypatch.setattr(ls, "_TOP2_BLOCK", 100)
+    rng = np.random.default_rng(3)
+    logits = {}
+    for e in (0, 2, 5, 9):
+        z = rng.standard_normal((301, 7)).astype(np.float32) * (1 + e)
+        z[::3] = _tied_logits(rng, len(z[::3]), 7, np.float32)
+        logits[e] = z
+        write_logits(tmp_path, "train", e, z)
+    write_labels(tmp_path, "train", rng.integers(0, 7, 301))
+    store = LogitStore(tmp_path)
+    levels = (0.0, 0.01, 0.25, 0.5, 0.9, 1.0)
+    cache = Top2Cache() if budget is None else Top2Cache(budget)
+    edges = shared_edges(value_range([(store, "train")], cache=cache), n_bins=9)
+    cached = len(cache)
+    assert cached == {None: 4, 0: 0, 3000: 1}[budget]
+    stats = logit_statistics(store, "train", edges, quantile_levels=levels, chunk_rows=64, cache=cache)
+    assert len(cache) == 0 and cache.nbytes == 0
+    tops = {e: _oracle_top2(z) for e, z in logits.items()}
+    low = min(float(t.min()) for t, _ in tops.values())
+    high = max(float(z.max()) for z in logits.values())
+    gap_high = max(float((t.astype(np.float64) - s).max()) for t, s in tops.values())
+    np.testing.assert_array_equal(edges["max_logit"], np.linspace(low, high, 10))
+    np.testing.assert_array_equal(edges["gap"], np.linspace(0.0, gap_high, 10))
+    oracle = _oracle_statistics(logits, np.asarray(levels), edges)
+    for name in ("max_logit", "gap"):
+        s = stats[name]
+        for row, e in enumerate(logits):
+            ref = oracle[e, name]
+            assert (s.mean[row], s.sd[row], s.skew[row]) == (ref["mean"], ref["sd"], ref["skew"])
+            assert s.quantiles[row].tobytes() == ref["quantiles"].tobytes()
+            np.testing.assert_array_equal(s.counts[row], ref["counts"])
+    # The same numbers without a cache, and with logit_statistics spanning its own range.
+    plain = logit_statistics(store, "train", edges, quantile_levels=levels)
+    own = logit_statistics(store, "train", n_bins=9, quantile_levels=levels)
+    for name in ("max_logit", "gap"):
+        for other in (plain, own):
+            for field in ("mean", "sd", "skew", "quantiles", "counts", "edges"):
+                np.testing.assert_array_equal(getattr(other[name], field), getattr(stats[name], field))

@@ -83,3 +83,28 @@ def test_confidence_quadrants_order_and_limit():
     assert (ra[best] <= 100).all() and (rs[best] > 100).all()
     inside = np.flatnonzero((ra <= 100) & (rs > 100))
     assert (rs - ra)[best[0]] == (rs - ra)[inside].max()
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_nearest_neighbors_equal_full_stable_sort_with_ties(k):
+    """The partition-based top k against the full stable argsort it replaces: many exact ties
+    (repeated and zero logit vectors), so the index order of tied images is tested too."""
+    rng = np.random.default_rng(k)
+    base = rng.integers(-2, 3, (12, 4)).astype(np.float32)
+    z = base[rng.integers(0, len(base), 400)]  # every vector repeated ~33 times
+    seeds = np.array([0, 5, 17, 399, 200])
+    sims = cosine_similarity(z, seeds)
+    sims[np.arange(len(seeds)), seeds] = -np.inf
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    idx, sim = nearest_neighbors(z, seeds, k)
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(sim, np.take_along_axis(sims, order, axis=1))
+
+
+def test_nearest_neighbors_with_nan_similarities_keep_the_stable_sort_order():
+    z = np.array([[1, 0], [np.inf, 1], [1, 1], [0, 1]], np.float64)  # row 1: NaN similarities
+    with np.errstate(invalid="ignore"):  # inf / inf
+        sims = cosine_similarity(z, np.array([0]))
+        idx, _ = nearest_neighbors(z, np.array([0]), k=3)
+    sims[0, 0] = -np.inf
+    np.testing.assert_array_equal(idx, np.argsort(-sims, axis=1, kind="stable")[:, :3])

@@ -9,6 +9,8 @@ Everything here streams over a `LogitStore` one epoch (and one chunk of rows) at
 run of 200 epochs x 50,000 samples never sits in memory: only one epoch's two ``(N,)`` value
 vectors do. Histograms of different runs, splits and epochs share bin edges so they can be
 compared bin by bin; finding the edges takes one pass (`value_range`), the statistics a second.
+A `Top2Cache` carries each epoch's per-image top-2 logits (8 bytes per image for float32) from
+the first pass to the second within a memory budget, so that each file is read once while it lasts.
 """
 
 from __future__ import annotations
@@ -42,22 +44,58 @@ def top2(logits: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> dict[str, np.ndarr
         ``{"max_logit": (N,), "gap": (N,)}`` float64, in logit units; the gap is the largest
         logit minus the second largest (0 when they tie).
     """
+    first, second = _top2_raw(logits, chunk_rows)
+    return {"max_logit": first.astype(np.float64), "gap": np.subtract(first, second, dtype=np.float64)}
+
+
+def _top2_raw(
+    logits: np.ndarray, chunk_rows: int = CHUNK_ROWS, out: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` largest and second largest logit of every row, in the logits' dtype (`top2`
+    without its float64 conversion: ``max_logit = first`` and ``gap = first - second`` in float64),
+    written into ``out`` (two ``(N,)`` arrays of that dtype) when given.
+    """
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits of shape {logits.shape}: expected (N, C) with C >= 2 classes")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows}: expected a positive number of rows")
-    n = logits.shape[0]
-    top = np.empty(n, np.float64)
-    gap = np.empty(n, np.float64)
+    n, c = logits.shape
+    first, second = out if out is not None else (np.empty(n, logits.dtype), np.empty(n, logits.dtype))
+    buffer = None
     for start in range(0, n, chunk_rows):
         chunk = np.asarray(logits[start : start + chunk_rows])
-        if not np.isfinite(chunk).all():
-            raise ValueError(f"non-finite logits in rows {start}..{start + len(chunk) - 1}")
-        # After partitioning at -2 the last column is the max and the one before it the runner-up.
-        part = np.partition(chunk, -2, axis=1)
-        top[start : start + len(chunk)] = part[:, -1]
-        gap[start : start + len(chunk)] = part[:, -1].astype(np.float64) - part[:, -2]
-    return {"max_logit": top, "gap": gap}
+        if buffer is None:
+            buffer = np.empty((c, min(len(chunk), _TOP2_BLOCK)), chunk.dtype)
+        for s in range(0, len(chunk), _TOP2_BLOCK):
+            block = chunk[s : s + _TOP2_BLOCK]
+            columns = buffer[:, : len(block)]
+            np.copyto(columns, block.T)  # into a reused buffer: cheaper than a fresh transposed copy
+            # min and max propagate NaN, so both are finite exactly when every value is.
+            if not (np.isfinite(columns.min()) and np.isfinite(columns.max())):
+                raise ValueError(f"non-finite logits in rows {start}..{start + len(chunk) - 1}")
+            rows = slice(start + s, start + s + len(block))
+            _top2_columns(columns, first[rows], second[rows])
+    return first, second
+
+
+_TOP2_BLOCK = 8192
+"""Rows transposed at a time by `top2`: ``C x 8192`` values stay in cache while the columns are
+compared (the transposed copy is what makes the column-wise comparison fast)."""
+
+
+def _top2_columns(columns: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
+    """Write the largest and second largest value of each column of ``(C, n)`` ``columns``,
+    ``C >= 2``, into ``first`` and ``second`` ``(n,)``: the values
+    ``np.partition(columns.T, -2, axis=1)[:, -2:]`` holds, a tie at the top giving the top value
+    twice. One running (max, runner-up) pair per column, updated row by row with elementwise
+    max/min, costs ``3 C`` vector operations instead of a partition per column."""
+    np.maximum(columns[0], columns[1], out=first)
+    np.minimum(columns[0], columns[1], out=second)
+    loser = np.empty_like(first)
+    for row in columns[2:]:
+        np.minimum(first, row, out=loser)  # the smaller of the current max and the new value ...
+        np.maximum(second, loser, out=second)  # ... is a candidate for the runner-up
+        np.maximum(first, row, out=first)
 
 
 def describe(values: np.ndarray, quantile_levels: Sequence[float] = DEFAULT_QUANTILES) -> dict[str, float | np.ndarray]:
@@ -75,17 +113,50 @@ def describe(values: np.ndarray, quantile_levels: Sequence[float] = DEFAULT_QUAN
     v = np.asarray(values, np.float64).ravel()
     if v.size == 0:
         raise ValueError("empty sample: expected at least one value")
+    return _describe_sorted(v, np.sort(v), quantile_levels)
+
+
+def _describe_sorted(v: np.ndarray, ordered: np.ndarray, quantile_levels: Sequence[float]) -> dict:
+    """`describe` of float64 ``v`` given ``ordered = np.sort(v)``: the moments are summed over ``v``
+    in its own order, the quantiles read off ``ordered``."""
     mean = v.mean()
     d = v - mean
-    m2 = np.mean(d * d)
-    m3 = np.mean(d * d * d)
+    dd = d * d
+    m2 = np.mean(dd)
+    m3 = np.mean(np.multiply(dd, d, out=dd))  # (d * d) * d, as d * d * d evaluates
     skew = float(m3 / m2**1.5) if m2 > 0 else 0.0
     return {
         "mean": float(mean),
         "sd": float(np.sqrt(m2)),
         "skew": skew,
-        "quantiles": np.quantile(v, np.asarray(quantile_levels, np.float64)),
+        "quantiles": sorted_quantiles(ordered, quantile_levels),
     }
+
+
+def sorted_quantiles(ordered: np.ndarray, quantile_levels: Sequence[float]) -> np.ndarray:
+    """``np.quantile(ordered, quantile_levels)`` (method ``"linear"``) of an ascending float64
+    sample ``(N,)``, ``N >= 1``, bit for bit, without the partitions ``np.quantile`` makes.
+
+    It repeats numpy's arithmetic step by step: virtual index ``(N - 1) q``, its floor and the next
+    index (both the last index where the virtual one reaches it), weight ``virtual - floor``, and
+    numpy's two-sided lerp (``a + (b - a) g``, or ``b - (b - a)(1 - g)`` where ``g >= 0.5``).
+    """
+    q = np.asarray(quantile_levels, np.float64)
+    if not ((q >= 0) & (q <= 1)).all():
+        raise ValueError(f"quantile levels {q.tolist()}: expected levels in [0, 1]")
+    n = len(ordered)
+    virtual = (n - 1) * q.ravel()
+    previous = np.floor(virtual)
+    following = previous + 1
+    at_end = virtual >= n - 1
+    previous[at_end] = following[at_end] = -1
+    previous_i = previous.astype(np.intp)
+    a, b = ordered[previous_i], ordered[following.astype(np.intp)]
+    gamma = virtual - previous_i
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out.reshape(q.shape)
 
 
 def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -98,6 +169,16 @@ def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """``(B,)`` int64 counts of ``values`` in the bins of ``edges`` (see `bin_index`)."""
     return np.bincount(bin_index(values, edges), minlength=len(edges) - 1).astype(np.int64)
+
+
+def sorted_histogram(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """`histogram` of an ascending sample ``(N,)`` (no NaN), by ``B - 1`` binary searches.
+
+    `bin_index` puts a value in bin ``i`` or above exactly when it is ``>= e_i`` (``0 < i < B``),
+    so the counts are the differences of ``#{v < e_i}`` over the inner edges.
+    """
+    inner = np.searchsorted(ordered, np.asarray(edges, np.float64)[1:-1], side="left")
+    return np.diff(np.concatenate(([0], inner, [len(ordered)]))).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -196,6 +277,93 @@ def _epochs(store: LogitStore, split: str, epochs: Sequence[int] | None) -> list
     return sorted(epochs)
 
 
+TOP2_CACHE_BYTES = 768 * 2**20
+"""Default budget of a `Top2Cache`: the benchmark's 6 runs x 200 epochs x 60,000 images of
+float32 logits need 576 MB (8 bytes per image and epoch, whatever the number of classes)."""
+
+
+class Top2Cache:
+    """Each epoch's per-image top-2 logits, kept from the range pass (`value_range`) for the
+    statistics pass (`logit_statistics`), so that while ``max_bytes`` lasts every epoch file is
+    read and reduced once; epochs beyond the budget are read again. The statistics pass takes each
+    entry out as it uses it, so the memory is returned as the second pass proceeds.
+
+    Entries are carved out of 64 MiB slabs (numpy asks the kernel for huge pages for them), which
+    spares the page faults of hundreds of small fresh arrays; a slab is freed with its last entry.
+    """
+
+    SLAB_BYTES = 64 * 2**20
+
+    def __init__(self, max_bytes: int = TOP2_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._items: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._slab = np.empty(0, np.uint8)
+        self._used = 0
+
+    @staticmethod
+    def key(store: LogitStore, split: str, epoch: int) -> tuple[str, str, int]:
+        return (str(store.root), split, int(epoch))
+
+    def reserve(self, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+        """Two uninitialised ``(n,)`` arrays of ``dtype`` for an entry, or ``None`` when the budget
+        is spent; they count against the budget from now on (pass them to `put`)."""
+        itemsize = np.dtype(dtype).itemsize
+        size = -(-n * itemsize // 64) * 64  # each array starts 64-byte aligned
+        if self.nbytes + 2 * size > self.max_bytes:
+            return None
+        if self._used + 2 * size > len(self._slab):
+            self._slab = np.empty(max(self.SLAB_BYTES, 2 * size), np.uint8)
+            self._used = 0
+        arrays = []
+        for _ in range(2):
+            arrays.append(self._slab[self._used : self._used + n * itemsize].view(dtype))
+            self._used += size
+        self.nbytes += 2 * size
+        return arrays[0], arrays[1]
+
+    def put(self, key: tuple[str, str, int], first: np.ndarray, second: np.ndarray) -> None:
+        """Keep an entry made in arrays from `reserve`."""
+        self._items[key] = (first, second)
+
+    def pop(self, key: tuple[str, str, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self.nbytes -= 2 * (-(-item[0].nbytes // 64) * 64)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _iter_top2(
+    store: LogitStore,
+    split: str,
+    epochs: Sequence[int] | None,
+    chunk_rows: int,
+    cache: Top2Cache | None = None,
+    fill: bool = False,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(epoch, first, second)`` (see `_top2_raw`) per epoch of ``split``; ``fill``: keep
+    them in ``cache`` while it has room; otherwise take them out of ``cache`` where it has them."""
+    chosen = _epochs(store, split, epochs)
+    desc = f"{store.root.parent.name}/{split}"
+    for epoch in tqdm(chosen, desc=desc, disable=None, leave=False):
+        key = Top2Cache.key(store, split, epoch)
+        hit = cache.pop(key) if cache is not None and not fill else None
+        if hit is None:
+            try:
+                logits = store.get(split, epoch)
+                keep = cache is not None and fill and logits.ndim == 2
+                out = cache.reserve(len(logits), logits.dtype) if keep else None
+                hit = _top2_raw(logits, chunk_rows, out)
+            except ValueError as err:
+                raise ValueError(f"{desc} epoch {epoch}: {err}") from None
+            if out is not None:
+                cache.put(key, *hit)
+        yield epoch, *hit
+
+
 def iter_epoch_values(
     store: LogitStore,
     split: str,
@@ -203,21 +371,22 @@ def iter_epoch_values(
     chunk_rows: int = CHUNK_ROWS,
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Yield ``(epoch, top2(logits))`` per epoch of ``split``, one epoch in memory at a time."""
-    chosen = _epochs(store, split, epochs)
-    desc = f"{store.root.parent.name}/{split}"
-    for epoch in tqdm(chosen, desc=desc, disable=None, leave=False):
-        try:
-            yield epoch, top2(store.get(split, epoch), chunk_rows)
-        except ValueError as err:
-            raise ValueError(f"{desc} epoch {epoch}: {err}") from None
+    for epoch, first, second in _iter_top2(store, split, epochs, chunk_rows):
+        yield epoch, {"max_logit": first.astype(np.float64), "gap": np.subtract(first, second, dtype=np.float64)}
 
 
 def value_range(
     sources: Iterable[tuple[LogitStore, str]],
     epochs: Sequence[int] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    *,
+    cache: Top2Cache | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Smallest and largest value of each statistic over every (store, split) and epoch.
+
+    Args:
+        cache: filled with each epoch's top-2 logits while it has room, for `logit_statistics`
+            to use instead of reading the epoch again.
 
     Returns:
         ``{statistic: (low, high)}`` in logit units.
@@ -225,10 +394,12 @@ def value_range(
     lo = dict.fromkeys(STATISTICS, np.inf)
     hi = dict.fromkeys(STATISTICS, -np.inf)
     for store, split in sources:
-        for _, values in iter_epoch_values(store, split, epochs, chunk_rows):
-            for name in STATISTICS:
-                lo[name] = min(lo[name], float(values[name].min()))
-                hi[name] = max(hi[name], float(values[name].max()))
+        for _, first, second in _iter_top2(store, split, epochs, chunk_rows, cache, fill=True):
+            # float64 of the max logits is monotone and exact: take the extremes before converting.
+            gap = np.subtract(first, second, dtype=np.float64)
+            for name, low, high in (("max_logit", first.min(), first.max()), ("gap", gap.min(), gap.max())):
+                lo[name] = min(lo[name], float(low))
+                hi[name] = max(hi[name], float(high))
     if not np.isfinite(lo["gap"]):
         raise ValueError("no stored epochs in any source: nothing to take a range of")
     return {name: (lo[name], hi[name]) for name in STATISTICS}
@@ -257,6 +428,7 @@ def logit_statistics(
     n_bins: int = 50,
     quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
     chunk_rows: int = CHUNK_ROWS,
+    cache: Top2Cache | None = None,
 ) -> dict[str, DistributionStats]:
     """Max-logit and gap distributions of ``split`` at every stored epoch, streamed.
 
@@ -269,12 +441,15 @@ def logit_statistics(
         n_bins: bins when ``edges`` is ``None``.
         quantile_levels: quantile levels in [0, 1].
         chunk_rows: rows read at a time.
+        cache: top-2 logits kept by the `value_range` pass that made ``edges``; epochs found there
+            are taken out of it instead of being read again.
 
     Returns:
         ``{"max_logit": DistributionStats, "gap": DistributionStats}``.
     """
     if edges is None:
-        edges = shared_edges(value_range([(store, split)], epochs, chunk_rows), n_bins)
+        cache = Top2Cache() if cache is None else cache
+        edges = shared_edges(value_range([(store, split)], epochs, chunk_rows, cache=cache), n_bins)
     missing = [s for s in STATISTICS if s not in edges]
     if missing:
         raise KeyError(f"no bin edges for {missing}: expected edges for {list(STATISTICS)}")
@@ -282,12 +457,22 @@ def logit_statistics(
     counts: dict[str, list[np.ndarray]] = {s: [] for s in STATISTICS}
     seen: list[int] = []
     sizes: list[int] = []
-    for epoch, values in iter_epoch_values(store, split, epochs, chunk_rows):
+    bins = {name: np.asarray(edges[name], np.float64) for name in STATISTICS}
+    for epoch, first, second in _iter_top2(store, split, epochs, chunk_rows, cache):
         seen.append(epoch)
-        sizes.append(len(values["gap"]))
+        sizes.append(len(first))
+        # The values and sorted values `describe` and `histogram` would see: float64 max logits
+        # (sorted before the exact, monotone conversion: a cheaper sort) and float64 gaps.
+        gap = np.subtract(first, second, dtype=np.float64)
+        values = {
+            "max_logit": (first.astype(np.float64), np.sort(first).astype(np.float64, copy=False)),
+            "gap": (gap, np.sort(gap)),
+        }
         for name in STATISTICS:
-            rows[name].append(describe(values[name], quantile_levels))
-            counts[name].append(histogram(values[name], edges[name]))
+            # One sort per statistic gives the quantiles and the histogram.
+            v, ordered = values[name]
+            rows[name].append(_describe_sorted(v, ordered, quantile_levels))
+            counts[name].append(sorted_histogram(ordered, bins[name]))
     if not seen:
         raise KeyError(f"split {split!r} of {store} has no stored epochs")
     out = {}

@@ -55,8 +55,22 @@ def nearest_neighbors(logits: np.ndarray, seeds: np.ndarray, k: int = 5) -> tupl
     seeds = np.asarray(seeds, np.int64)
     sims = cosine_similarity(logits, seeds)
     sims[np.arange(len(seeds)), seeds] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    order = _smallest_first(-sims, k)
     return order, np.take_along_axis(sims, order, axis=1)
+
+
+def _smallest_first(keys: np.ndarray, k: int) -> np.ndarray:
+    """``np.argsort(keys, axis=1, kind="stable")[:, :k]`` for ``(S, N)`` keys, without sorting
+    whole rows: a partition finds each row's k-th smallest key, and only the keys up to it (ties
+    included, in index order) are sorted stably, so ties keep the lower index first as before."""
+    if np.isnan(keys).any():  # NaNs sort last in argsort; keep its exact behaviour for them
+        return np.argsort(keys, axis=1, kind="stable")[:, :k]
+    kth = np.partition(keys, k - 1, axis=1)[:, k - 1]
+    out = np.empty((len(keys), k), np.int64)
+    for r, row in enumerate(keys):
+        cand = np.flatnonzero(row <= kth[r])
+        out[r] = cand[np.argsort(row[cand], kind="stable")[:k]]
+    return out
 
 
 def pick_seeds(labels: np.ndarray, n: int = 5, seed: int = 0) -> np.ndarray:

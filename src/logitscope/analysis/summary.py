@@ -23,6 +23,7 @@ import numpy as np
 from logitscope.analysis.logit_stats import (
     STATISTICS,
     DistributionStats,
+    Top2Cache,
     adversarial_accuracy_by_gap,
     gap_edges,
     logit_statistics,
@@ -109,6 +110,12 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 
 def _clean(obj: Any) -> Any:
     """JSON-ready copy: arrays to lists, numpy scalars to Python, NaN and inf to None."""
+    kind = type(obj)
+    if kind is float or kind is np.float64:  # the common leaves first: same result, fewer checks
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if kind is int or kind is str:
+        return obj
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -242,9 +249,12 @@ def analyze_runs(
     # Distributions over epochs (figures 1, B.1, 2A), one range pass then one statistics pass.
     splits = {i: [s for s in ("train", eval_split) if s in stores[i].splits] for i in range(len(paths))}
     splits = {i: list(dict.fromkeys(s)) for i, s in splits.items()}
-    edges = shared_edges(value_range([(stores[i], s) for i in splits for s in splits[i]]), n_bins)
+    # The cache carries each epoch's top-2 logits from the range pass to the statistics pass (within
+    # its memory budget), so each epoch file is read and reduced once.
+    top2_cache = Top2Cache()
+    edges = shared_edges(value_range([(stores[i], s) for i in splits for s in splits[i]], cache=top2_cache), n_bins)
     dist: dict[int, dict[str, dict[str, DistributionStats]]] = {
-        i: {s: logit_statistics(stores[i], s, edges) for s in splits[i]} for i in splits
+        i: {s: logit_statistics(stores[i], s, edges, cache=top2_cache) for s in splits[i]} for i in splits
     }
     result["distributions"] = {
         names[i]: {s: {k: d.summary(epoch) for k, d in by.items()} for s, by in dist[i].items()} for i in dist
