@@ -19,13 +19,18 @@ The steps, and what differs from the reference implementation (numbers do not):
    algorithm (Hestenes-Stiefel directions, adaptive backtracking, QR retraction, the same
    random starts and stopping rule) runs with an analytic gradient on all starts and several K
    at once, so with the reference's iteration limit (``max_iter=1000``; default 500) it
-   reproduces the reference's K, directions and residual correlations.
+   reproduces the reference's K, directions and residual correlations. Each manifold's
+   coordinates (R of the Householder QR of its N x M points, as the reference) come from the
+   Cholesky factor of its M x M Gram matrix with Householder's signs where that is exact to
+   rounding (well-conditioned manifolds), from the QR itself elsewhere.
 3. Per manifold, anchor points: for each Gaussian vector T = (t, t0) the quadratic program
    ``min 1/2 |v|^2 - T.v  s.t.  s_mu . v <= -kappa`` over the manifold's points s_mu (center
    coordinate 1). Its dual is the non-negative least-squares problem
    ``min |A alpha - (T + kappa e)|, alpha >= 0`` on the manifold's (M+1, M) coordinate matrix
    A, which a batched active-set (Lawson-Hanson) solver handles for all T and manifolds at once
-   (the reference calls cvxopt once per T).
+   (the reference calls cvxopt once per T), updating a factor of each positive set's Gram
+   matrix as variables enter and adding several per step; the NNLS optimum is unique, and
+   solutions that miss its optimality conditions are solved again by refactoring every step.
 4. Capacity ``1 / <(T.s + kappa)_+^2 / |s|^2>``, radius and dimension from the anchor points.
    The reference's dimension is ``D <cos(t, s)>^2`` and its radius subtracts the mean anchor
    point; the formulas printed in the paper's appendix A.4.2 (``<(t.s_hat)^2>`` and
@@ -65,6 +70,7 @@ ManifoldsLike = np.ndarray | Sequence[np.ndarray]
 P_ = ParamSpec("P_")
 R_ = TypeVar("R_")
 GeometryFormula = Literal["reference", "appendix"]
+DualSolver = Literal["inverse", "gram"]
 
 # Settings of the reference implementation (manifold_analysis_correlation.py and the pymanopt
 # conjugate-gradient defaults it runs with).
@@ -80,7 +86,9 @@ _CHOLQR_MAX_COND = 100.0  # Cholesky QR only for Y with cond(Y) below about this
 _SMALL_BATCH_SIZE = 2048  # batches with n * K * B up to this evaluate several trial steps per round
 _SMALL_BATCH_TRIALS = 2
 _COORD_CHUNK_BYTES = 1 << 27  # working memory for the projection of the points
-_FIRST_K_BATCH = 6  # K = 1..6 optimized together: the stopping rule needs K <= 5 anyway
+_GRAM_MAX_COND = 100.0  # manifold coordinates from the Gram matrix only below this condition number
+_SIGN_MARGIN = 1e-8  # Householder signs taken from the Gram path only with |alpha| / |R_ii| in (margin, 1 - margin)
+_FIRST_K_BATCH = 5  # K = 1..5 optimized together: the stopping rule needs K >= 5 to fire
 
 
 _state = threading.local()
@@ -670,41 +678,141 @@ def _choose_directions(
     return best[K], K, res_arr
 
 
-def _manifold_coords(manifolds: list[np.ndarray], directions: np.ndarray) -> list[np.ndarray]:
+def _householder_signs(Q1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signs of the diagonal of LAPACK's Householder R, from the top block of the thin Q.
+
+    For Y = Q R with R's diagonal positive and Q1 the top (m, m) block of Q, Householder QR
+    (dgeqrf) gives ``Y = (Q D) (D R)`` with D = diag(d) the signs it chose. Its compact WY
+    form ``Q D = I - V T V^T`` (restricted to the first m columns) makes ``Q1 D - I = V1 U``
+    an LU factorization with unit lower V1 and pivots ``U_ii = -tau_i`` in [-2, -1]
+    (dlarfg's ``beta = -sign(alpha) |x|``), so LU without pivoting of ``Q1 - D`` has pivots
+    ``-tau_i d_i``: d_i is forced at each step to ``-sign(q_i)``, q_i the pivot before d_i is
+    subtracted (the construction of Ballard et al., "Reconstructing Householder vectors from
+    tall-skinny QR", 2015). Here ``q_i = alpha_i / |R_ii|``, LAPACK's normalized alpha.
+
+    Args:
+        Q1: (G, m, m) top blocks.
+
+    Returns:
+        d: (G, m) the signs; q: (G, m) the normalized alphas, whose sign is ambiguous where
+        they are near 0 (LAPACK's own alpha is then rounding noise) or near +-1 (no
+        reflection: tau = 0).
+    """
+    A = Q1.copy()
+    G, m, _ = A.shape
+    d = np.empty((G, m))
+    q = np.empty((G, m))
+    for i in range(m):
+        qi = A[:, i, i].copy()
+        q[:, i] = qi
+        d[:, i] = np.where(qi < 0, 1.0, -1.0)
+        pivot = qi - d[:, i]
+        if i + 1 < m:
+            lower = A[:, i + 1 :, i] / pivot[:, None]
+            A[:, i + 1 :, i + 1 :] -= lower[:, :, None] * A[:, i, None, i + 1 :]
+    return d, q
+
+
+def _span_coordinates(Y: np.ndarray) -> np.ndarray:
+    """``np.linalg.qr(Y, mode="r")`` for centered manifolds Y: (G, N, M), mostly without QR.
+
+    The reference takes each manifold's coordinates as R of the Householder QR of its
+    (N, M) points, which at N = 5000 costs most of the removal step. Centered points have
+    rank M - 1 at most (the columns sum to zero), so R is the Cholesky factor of the Gram
+    matrix of the first M - 1 columns (one BLAS product), its last column minus the sum of
+    the others and its last entry zero (rounding noise, ~1e-16 of the norm, in the QR), with
+    the signs of the rows Householder QR gives them (``_householder_signs``). The Gram
+    matrix squares the condition number, so manifolds with cond > ``_GRAM_MAX_COND`` (or a
+    failed factorization, or an ambiguous sign) get the Householder QR itself; below it the
+    two agree to ~1e-15 of the norm.
+    """
+    R, ok = _gram_coordinates(Y)
+    if not ok.all():
+        bad = np.nonzero(~ok)[0]
+        R[bad] = np.linalg.qr(Y[bad], mode="r")
+    return R
+
+
+def _gram_coordinates(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Gram-matrix path of ``_span_coordinates``: R (G, M, M) and where it holds (G,)."""
+    G, N, M = Y.shape
+    m = M - 1
+    R = np.zeros((G, M, M))
+    ok = np.zeros(G, dtype=bool)
+    if m >= 1:
+        gram = np.matmul(Y[:, :, :m].transpose(0, 2, 1), Y[:, :, :m])
+        try:
+            L = np.linalg.cholesky(gram)
+            factored = np.ones(G, dtype=bool)
+        except np.linalg.LinAlgError:  # some manifold is degenerate: factor one by one
+            L = np.tile(np.eye(m), (G, 1, 1))
+            factored = np.zeros(G, dtype=bool)
+            for g in range(G):
+                with contextlib.suppress(np.linalg.LinAlgError):
+                    L[g] = np.linalg.cholesky(gram[g])
+                    factored[g] = True
+        if factored.any():
+            s = np.linalg.svd(L, compute_uv=False)
+            ok = factored & (s[:, -1] * _GRAM_MAX_COND >= s[:, 0])
+            Q1T = np.linalg.solve(np.where(ok[:, None, None], L, np.eye(m)), Y[:, :m, :m].transpose(0, 2, 1))
+            d, q = _householder_signs(Q1T.transpose(0, 2, 1))
+            aq = np.abs(q)
+            ok &= ((aq > _SIGN_MARGIN) & (aq < 1.0 - _SIGN_MARGIN)).all(axis=1)
+            R[:, :m, :m] = L.transpose(0, 2, 1) * d[:, :, None]
+            R[:, :m, m] = -R[:, :m, :m].sum(axis=2)
+    return R, ok
+
+
+def _manifold_coords(
+    manifolds: list[np.ndarray], directions: np.ndarray, centers: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Project ``directions`` out of every point and build each manifold's sD1 coordinates.
 
     As the reference: subtract the mean of all points, remove the directions, center each
     manifold and divide by the norm of its center, take coordinates in an orthonormal basis
-    of the manifold's span (R of its QR) and append a row of ones. Manifolds of equal size
-    are processed in chunks of at most ``_COORD_CHUNK_BYTES``.
+    of the manifold's span (R of its QR, see ``_span_coordinates``) and append a row of
+    ones. The mean of all points cancels in the centered points, so each manifold is centered
+    first (one pass, into a float64 buffer) and the directions are projected out of it
+    there; the mean only enters the center, ``(I - V V^T)(mu_i - origin)``. Manifolds of
+    equal size are processed in chunks of at most ``_COORD_CHUNK_BYTES``.
+
+    Args:
+        manifolds: P (N, M_i) arrays.
+        directions: (N, K) orthonormal directions.
+        centers: (P, N) float64 manifold means, if already computed.
     """
-    total = sum(m.shape[1] for m in manifolds)
-    origin = sum(m.sum(axis=1, dtype=np.float64) for m in manifolds)[:, None] / total
+    if centers is None:
+        centers = _centers(manifolds)
+    sizes = np.array([m.shape[1] for m in manifolds], dtype=np.float64)
+    origin = (sizes @ centers) / sizes.sum()
     N = origin.shape[0]
+    rel = centers - origin
+    if directions.shape[1]:
+        rel = rel - (rel @ directions) @ directions.T
+    norms = np.linalg.norm(rel, axis=1)
+    zero = np.nonzero(norms == 0)[0]
+    if zero.size:
+        raise ValueError(
+            f"manifold {zero[0]} has its center at the mean of all points after "
+            "the removal; expected a nonzero center (capacity is undefined)"
+        )
     coords: list[np.ndarray] = [np.empty(0)] * len(manifolds)
     by_m: dict[int, list[int]] = {}
     for i, m in enumerate(manifolds):
         by_m.setdefault(m.shape[1], []).append(i)
     for M, members in by_m.items():
         chunk = max(1, _COORD_CHUNK_BYTES // (8 * N * M))
+        buf = np.empty((min(chunk, len(members)), N, M))
         for start in range(0, len(members), chunk):
             idx = members[start : start + chunk]
-            Xr = np.stack([manifolds[i] for i in idx]).astype(np.float64) - origin
-            if directions.shape[1]:
-                Xr -= directions @ (directions.T @ Xr)
-            center = Xr.mean(axis=2, keepdims=True)
-            norm = np.linalg.norm(center, axis=1, keepdims=True)
-            zero = np.nonzero(norm[:, 0, 0] == 0)[0]
-            if zero.size:
-                raise ValueError(
-                    f"manifold {idx[zero[0]]} has its center at the mean of all points after "
-                    "the removal; expected a nonzero center (capacity is undefined)"
-                )
-            Xr -= center
-            Xr /= norm
-            R = np.linalg.qr(Xr, mode="r")  # (G, M, M): coordinates in the manifold's span
+            Y = buf[: len(idx)]
             for g, i in enumerate(idx):
-                coords[i] = np.concatenate([R[g], np.ones((1, M))], axis=0)
+                np.subtract(manifolds[i], centers[i][:, None], out=Y[g])
+                if directions.shape[1]:
+                    Y[g] -= directions @ (directions.T @ Y[g])
+            R = _span_coordinates(Y)
+            for g, i in enumerate(idx):
+                coords[i] = np.concatenate([R[g] / norms[i], np.ones((1, M))], axis=0)
     return coords
 
 
@@ -775,7 +883,7 @@ def remove_center_correlation(
         V, K, res = _choose_directions(Xc, _max_k(centers, n), n_reps, seed, max_iter, K)
         V11 = basis @ V
     return CenterRemoval(
-        coords=_manifold_coords(manifolds, V11),
+        coords=_manifold_coords(manifolds, V11, centers),
         directions=V11,
         K=int(K),
         res_coeff_per_K=res,
@@ -924,8 +1032,394 @@ def _refine(
     return np.take_along_axis(out, inverse, axis=1), combo
 
 
+_ENTER = 6  # variables entering together per step of _nnls_inverse
+_KKT_SLACK = 10.0  # the inverse-update solutions must meet KKT to this multiple of the entering tolerance
+_GATHER_ROWS = 1024  # rows per gathered batch in _grouped_products
+_INVERSE_CHUNK_BYTES = 1 << 26  # factors of the problems solved together by _nnls_inverse
+
+
+def _grouped_products(X: np.ndarray, mats: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """``X[q] @ mats[which[q]]`` for every row q: X (Q, a), mats (P, a, c) -> (Q, c).
+
+    Rows come in runs of equal ``which`` (problems sorted by manifold), so a run costs one
+    BLAS product with the shared matrix; only when runs are mostly single rows are the
+    matrices gathered (in chunks, to bound the copy).
+    """
+    Q = X.shape[0]
+    out = np.empty((Q, mats.shape[2]))
+    if Q == 0:
+        return out
+    cut = np.flatnonzero(which[1:] != which[:-1]) + 1
+    if 8 * (cut.size + 1) > Q:
+        for s in range(0, Q, _GATHER_ROWS):
+            e = min(s + _GATHER_ROWS, Q)
+            out[s:e] = np.matmul(X[s:e, None, :], mats[which[s:e]])[:, 0]
+        return out
+    for s, e in zip(np.concatenate([[0], cut]), np.concatenate([cut, [Q]]), strict=True):
+        np.matmul(X[s:e], mats[which[s]], out=out[s:e])
+    return out
+
+
+def _nnls_inverse(
+    A: np.ndarray, G: np.ndarray, b: np.ndarray, target: np.ndarray, which: np.ndarray, tol: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The active-set (Lawson-Hanson) NNLS of ``_nnls_gram``, with factors updated, not refactored.
+
+    ``_nnls_gram`` gathers and factors the (k, k) Gram matrix of every problem's positive set
+    at every step: O(k^3) per step and O(k^4) per problem, which at the presets' size (M = 50
+    points, ~25 positive weights, 20,000 problems) was most of the whole analysis. Here each
+    problem keeps a factor of ``(G_FF + ridge I)^-1`` (the ridged matrix ``_nnls_gram``
+    solves with), extended by bordering when variables enter (O(k^2)) and refactored only
+    when one leaves (rare), and the gradients ``b - G alpha`` are one BLAS product per
+    manifold instead of a gather of Gram columns per problem. A step adds up to ``_ENTER``
+    variables of largest positive gradient (see ``_nnls_inverse_chunk``), so problems need a
+    fraction of the steps. The tolerances, leaving rule and iteration limits are those of
+    ``_nnls_gram`` and the refinement step is ``_refine``'s, so the solutions (unique: the
+    Gram matrices are ridged positive definite) are the same to rounding.
+
+    Updated factors accumulate rounding where the Gram matrices are ill-conditioned, so each
+    solution comes with a flag, False where a Schur complement fell below half the ridge, a
+    lone entering variable came out non-positive (``_nnls_gram``'s numerical-noise exit),
+    the iteration limit was hit, or the refined solution misses the optimality conditions
+    by more than ``_KKT_SLACK`` times the entering tolerance; the caller solves the flagged
+    problems again with ``_nnls_gram``.
+
+    Args:
+        A: (Gm, M+1, M) coordinates; G: (Gm, M, M) their Gram matrices; b: (Q, M) = A^T target;
+        target: (Q, M+1) right-hand sides; which: (Q,) manifold of each problem, sorted;
+        tol: (Q,) entering tolerance.
+
+    Returns:
+        alpha: (Q, M) the weights; combo: (Q, M+1) A alpha; ok: (Q,) the flags.
+    """
+    Gm, D1, M = A.shape
+    Q = b.shape[0]
+    ridge = 64 * np.finfo(np.float64).eps * np.einsum("gii->g", G)
+    diag = np.einsum("gii->gi", G) + ridge[:, None]
+    Gx = np.zeros((Gm, M + 1, M + 1))  # index M marks an empty slot (zero row and column)
+    Gx[:, :M, :M] = G
+    At = np.ascontiguousarray(A.transpose(0, 2, 1))
+    alpha_out = np.zeros((Q, M))
+    combo_out = np.zeros((Q, D1))
+    ok_out = np.zeros(Q, dtype=bool)
+    # Chunks bound the factors' memory (~_INVERSE_CHUNK_BYTES); within one, every numpy
+    # call serves thousands of problems.
+    chunk = max(1, _INVERSE_CHUNK_BYTES // (8 * (M + 1) ** 2))
+    for start in range(0, Q, chunk):
+        rows = np.arange(start, min(start + chunk, Q))
+        _nnls_inverse_chunk(G, Gx, diag, ridge, A, At, b, target, which, tol, rows, alpha_out, combo_out, ok_out)
+    if ok_out.any():
+        # optimality of the refined solutions: A^T (target - A alpha) <= tol, = 0 where alpha > 0
+        sel = np.nonzero(ok_out)[0]
+        grad = _grouped_products(target[sel] - combo_out[sel], A, which[sel])
+        slack = _KKT_SLACK * tol[sel][:, None]
+        pos = alpha_out[sel] > 0
+        bad = np.where(pos, np.abs(grad) > slack, grad > slack).any(axis=1)
+        ok_out[sel[bad]] = False
+    return alpha_out, combo_out, ok_out
+
+
+def _inverse_factor(Gx: np.ndarray, ridge: np.ndarray, wh: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """W = L^-1 with L L^T the ridged Gram matrix of the positive set (identity on empty slots).
+
+    For problems whose positive set lost a variable: the bordered updates only append, so a
+    removal refactors (rare: a variable leaves in a few percent of the steps).
+    """
+    M = Gx.shape[1] - 1
+    Gs = Gx[wh[:, None, None], idx[:, :, None], idx[:, None, :]]
+    empty = idx == M
+    k = idx.shape[1]
+    Gs[:, np.arange(k), np.arange(k)] += np.where(empty, 1.0, ridge[wh][:, None])
+    return np.linalg.inv(np.linalg.cholesky(Gs))
+
+
+def _small_cholesky(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower Cholesky factors C of a stack of small (b, b) matrices S, and their pivots C_ii^2.
+
+    Unrolled over b (at most a few), vectorized over the stack; a non-positive pivot is left
+    for the caller to test instead of raising, and the factor's later entries are garbage
+    there.
+    """
+    b = S.shape[1]
+    C = np.zeros_like(S)
+    piv = np.empty(S.shape[:2])
+    for i in range(b):
+        p = S[:, i, i] - np.vecdot(C[:, i, :i], C[:, i, :i])
+        piv[:, i] = p
+        d = np.sqrt(np.where(p > 0, p, 1.0))
+        C[:, i, i] = d
+        for r in range(i + 1, b):
+            C[:, r, i] = (S[:, r, i] - np.vecdot(C[:, r, :i], C[:, i, :i])) / d
+    return C, piv
+
+
+def _lower_inverse(C: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of small lower-triangular (b, b) matrices (forward substitution)."""
+    b = C.shape[1]
+    inv = np.zeros_like(C)
+    for i in range(b):
+        inv[:, i, i] = 1.0 / C[:, i, i]
+        for r in range(i + 1, b):
+            inv[:, r, i] = -np.vecdot(C[:, r, i:r], inv[:, i:r, i]) / C[:, r, r]
+    return inv
+
+
+def _apply_inverse(W: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(G_FF + ridge I)^-1 v = W^T (W v) per problem: W (n, k, k), v (n, k)."""
+    return np.matmul(np.matmul(W, v[..., None]).transpose(0, 2, 1), W)[:, 0]
+
+
+def _refine_inverse(
+    A: np.ndarray,
+    At: np.ndarray,
+    target: np.ndarray,
+    wh: np.ndarray,
+    idx: np.ndarray,
+    alpha: np.ndarray,
+    W: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_refine`` for finished problems of ``_nnls_inverse_chunk``, with their factors W.
+
+    The residual and its gradient come from the coordinates A (At = A^T per manifold) by one
+    product per manifold (``_grouped_products``; wh sorted) rather than from gathered columns.
+
+    Returns the refined weights (n, M) and the combinations A alpha (n, M+1).
+    """
+    n, M = alpha.shape[0], A.shape[2]
+    full = np.zeros((n, M + 1))
+    np.put_along_axis(full, idx, alpha, axis=1)
+    resid = target - _grouped_products(full[:, :M], At, wh)
+    grad = np.zeros((n, M + 1))
+    grad[:, :M] = _grouped_products(resid, A, wh)
+    a = np.maximum(alpha + _apply_inverse(W, np.take_along_axis(grad, idx, axis=1)), 0.0)
+    a[idx == M] = 0.0
+    full[:] = 0.0
+    np.put_along_axis(full, idx, a, axis=1)
+    return full[:, :M], _grouped_products(full[:, :M], At, wh)
+
+
+def _nnls_inverse_chunk(
+    G: np.ndarray,
+    Gx: np.ndarray,
+    diag: np.ndarray,
+    ridge: np.ndarray,
+    A: np.ndarray,
+    At: np.ndarray,
+    b: np.ndarray,
+    target: np.ndarray,
+    which: np.ndarray,
+    tol: np.ndarray,
+    rows: np.ndarray,
+    alpha_out: np.ndarray,
+    combo_out: np.ndarray,
+    ok_out: np.ndarray,
+) -> None:
+    """``_nnls_inverse`` on the problems ``rows``, writing into the ``*_out`` arrays.
+
+    Each problem keeps a factor W (slots x slots) with ``W^T W = (G_FF + ridge I)^-1`` on its
+    positive set F and the identity on empty slots, so that a step reads W twice
+    (``L = W U``, ``W^T L``) and writes a few rows, where updating the inverse itself would
+    rewrite all of it: the steps are memory-bound. Variables J entering empty slots replace
+    W's rows J (identity rows while the slots were empty) with ``C^-1 [-(W^T W U)^T | I_J]``,
+    C C^T the Schur complement S of the bordered matrix.
+
+    Lawson-Hanson adds one variable per step, the one of largest gradient; each step costs a
+    product of every problem's weights with its Gram matrix for the gradients. Here a step
+    adds the ``_ENTER`` variables of largest positive gradient together when the bordered
+    solution keeps them all positive (S positive definite, ``S^-1 w_J > 0``), and the first
+    alone otherwise, so a problem needs about a ``_ENTER``-th of the steps. Adding a set of
+    variables whose solution is positive is a Lawson-Hanson step too (the objective falls and
+    the weights stay feasible), and the optimum is unique: the solution is the same to
+    rounding (the final check in ``_nnls_inverse`` makes sure).
+    """
+    M = G.shape[1]
+    Q = rows.size
+    nb = min(_ENTER, M)
+    wh = which[rows]
+    bq = b[rows]
+    tq = tol[rows]
+    idx = np.full((Q, 0), M, dtype=np.int64)
+    alpha = np.zeros((Q, 0))
+    bF = np.zeros((Q, 0))
+    W = np.zeros((Q, 0, 0))
+
+    def finish(sel: np.ndarray) -> None:
+        if sel.size:
+            r = rows[sel]
+            alpha_out[r], combo_out[r] = _refine_inverse(A, At, target[r], wh[sel], idx[sel], alpha[sel], W[sel])
+            ok_out[r] = True
+
+    # Finished problems stay in the arrays, inert (nothing enters), until a quarter of them
+    # are finished: dropping them at once would copy every W at every step.
+    alive = np.ones(Q, dtype=bool)
+    for _ in range(3 * M):
+        Qa = rows.size
+        ar = np.arange(Qa)
+        dense = np.zeros((Qa, M + 1))
+        np.put_along_axis(dense, idx, alpha, axis=1)
+        w = np.empty((Qa, M + 1))
+        np.subtract(bq, _grouped_products(dense[:, :M], G, wh), out=w[:, :M])
+        np.put_along_axis(w, idx, -np.inf, axis=1)
+        w[:, M] = -np.inf
+        # the nb largest gradients, in decreasing order
+        J = np.argpartition(w, -nb, axis=1)[:, -nb:]
+        wJ = np.take_along_axis(w, J, axis=1)
+        order = np.argsort(-wJ, axis=1)
+        J, wJ = np.take_along_axis(J, order, axis=1), np.take_along_axis(wJ, order, axis=1)
+        valid = wJ > tq[:, None]
+        grow = valid[:, 0] & alive
+        if not grow.all():
+            finish(np.nonzero(alive & ~grow)[0])
+            alive = grow
+            n_alive = int(np.count_nonzero(alive))
+            if n_alive == 0:
+                break
+            if n_alive <= 0.75 * Qa:
+                rows, wh, bq, tq, idx, alpha, bF, W, J, wJ, valid = (
+                    x[alive] for x in (rows, wh, bq, tq, idx, alpha, bF, W, J, wJ, valid)
+                )
+                Qa = n_alive
+                ar = np.arange(Qa)
+                alive = np.ones(Qa, dtype=bool)
+        valid &= alive[:, None]
+        free = idx == M
+        if not ((free.sum(axis=1) >= nb) | ~alive).all():  # add empty slots: identity in W
+            k = idx.shape[1]
+            g = max(2 * nb, k // 2)
+            idx = np.concatenate([idx, np.full((Qa, g), M, dtype=np.int64)], axis=1)
+            alpha = np.concatenate([alpha, np.zeros((Qa, g))], axis=1)
+            bF = np.concatenate([bF, np.zeros((Qa, g))], axis=1)
+            W2 = np.zeros((Qa, k + g, k + g))
+            W2[:, :k, :k] = W
+            W2[:, np.arange(k, k + g), np.arange(k, k + g)] = 1.0
+            W = W2
+            free = idx == M
+        # slots for the entering variables: the first nb free ones (every live problem has nb)
+        slots = np.argsort(~free, axis=1, kind="stable")[:, :nb]
+        Jm = np.where(valid, J, M)  # M: no variable (zero Gram row and column)
+        kc = idx.shape[1]
+        GJ = Gx[wh[:, None], Jm].reshape(Qa * nb, M + 1)  # Gram rows of the entering variables
+        UT = np.take(GJ, idx[:, None, :] + (np.arange(Qa * nb) * (M + 1)).reshape(Qa, nb, 1))  # (Qa, nb, k)
+        LT = np.matmul(UT, W.transpose(0, 2, 1))  # (W U)^T, zero rows for no variable
+        HU = np.matmul(LT, W)  # (H U)^T, zero on empty slots
+        S = np.take_along_axis(GJ.reshape(Qa, nb, M + 1), Jm[:, None, :], axis=2) - np.matmul(LT, LT.transpose(0, 2, 1))
+        S[:, np.arange(nb), np.arange(nb)] += np.where(valid, ridge[wh][:, None], 1.0)
+        wJv = np.where(valid, wJ, 0.0)
+        half_ridge = 0.5 * ridge[wh]
+        C, piv = _small_cholesky(S)
+        Ci = _lower_inverse(C)
+        zJ = np.matmul(Ci.transpose(0, 2, 1), np.matmul(Ci, wJv[..., None]))[..., 0]
+        single = ~(((piv > half_ridge[:, None]) & (zJ > 0)) | ~valid).all(axis=1)
+        if single.any():  # only the first variable enters there: the Lawson-Hanson step
+            valid[single, 1:] = False
+            s00 = S[single, 0, 0]
+            piv[single, 0] = s00
+            s00 = np.where(s00 > 0, s00, 1.0)
+            Ci[single] = np.eye(nb)
+            Ci[single, 0, 0] = 1.0 / np.sqrt(s00)
+            zJ[single] = 0.0
+            zJ[single, 0] = wJv[single, 0] / s00
+            HU[single, 1:] = 0.0
+        failed = ~(piv[:, 0] > half_ridge) & alive
+        z = alpha - np.matmul(zJ[:, None, :], HU)[:, 0]
+        np.put_along_axis(z, slots, zJ, axis=1)  # z there was 0: empty slots
+        # new rows of W for the slots: C^-1 [-(H U)^T | I_J]; identity rows where nothing enters
+        new_rows = -np.matmul(Ci, HU)
+        np.put_along_axis(new_rows, np.broadcast_to(slots[:, None, :], (Qa, nb, nb)), Ci, axis=2)
+        W = np.ascontiguousarray(W)  # (a no-op: W is never a view) so that the rows below land in W
+        W.reshape(Qa * kc, kc)[(ar[:, None] * kc + slots).ravel()] = new_rows.reshape(Qa * nb, kc)
+        Jm = np.where(valid, J, M)
+        np.put_along_axis(idx, slots, Jm, axis=1)
+        b_new = np.where(valid, np.take_along_axis(bq, np.minimum(Jm, M - 1), axis=1), 0.0)
+        np.put_along_axis(bF, slots, b_new, axis=1)
+        # inner loop: step back while a variable would go negative
+        todo = ar[alive & ~failed]
+        ent = slots[todo, 0]
+        # One entering variable stays positive through the inner loop in exact arithmetic
+        # (Lawson-Hanson), so there a non-positive one is noise and stops the problem as in
+        # _nnls_gram; of several entering together one may legitimately turn non-positive
+        # after a step back (its weight is then positive), and leaves as any other.
+        multi = valid[todo, 1:].any(axis=1)
+        z = z[todo]
+        for _ in range(M + 1):
+            filled = idx[todo] < M
+            bad = (z <= 0) & filled
+            neg = bad.any(axis=1)
+            good = ~neg
+            alpha[todo[good]] = z[good]
+            if not neg.any():
+                break
+            stuck = bad[np.arange(todo.size), ent] & neg & ~multi  # _nnls_gram's numerical-noise exit
+            failed[todo[stuck]] = True
+            move = neg & ~stuck
+            todo, ent, multi, z, bad, filled = todo[move], ent[move], multi[move], z[move], bad[move], filled[move]
+            if todo.size == 0:
+                break
+            a0 = alpha[todo]
+            ratio = np.where(bad, a0 / np.where(bad, a0 - z, 1.0), np.inf)
+            theta = ratio.min(axis=1)
+            a_new = a0 + theta[:, None] * (z - a0)
+            leave = ((a_new <= 0) | (bad & (ratio == theta[:, None]))) & filled
+            a_new[leave] = 0.0
+            alpha[todo] = a_new
+            it_idx, it_b = idx[todo], bF[todo]
+            it_idx[leave] = M
+            it_b[leave] = 0.0
+            try:
+                Wt = _inverse_factor(Gx, ridge, wh[todo], it_idx)
+            except np.linalg.LinAlgError:
+                Wt = None
+            if Wt is None or not np.isfinite(Wt).all():
+                failed[todo] = True
+                break
+            W[todo], idx[todo], bF[todo] = Wt, it_idx, it_b
+            z = _apply_inverse(Wt, it_b)
+        alive &= ~failed
+    # problems still running at the iteration limit are left unflagged (ok_out False)
+
+
+def _solve_duals(
+    A: np.ndarray,
+    G: np.ndarray,
+    b: np.ndarray,
+    T: np.ndarray,
+    kappa: float,
+    which: np.ndarray,
+    tol: np.ndarray,
+    method: DualSolver,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights alpha (Q, M) and combinations A alpha (Q, D1) of the dual NNLS problems.
+
+    "inverse" runs ``_nnls_inverse`` and solves only the problems it flags with ``_nnls_gram``
+    and ``_refine``; "gram" runs those on every problem (the slower original path, kept to
+    check the fast one against).
+    """
+    Q, M = b.shape
+    if method == "inverse":
+        target = T.copy()
+        target[:, -1] += kappa
+        alpha, combo, ok = _nnls_inverse(A, G, b, target, which, tol)
+        redo = np.nonzero(~ok)[0]
+        if redo.size == 0:
+            return alpha, combo
+        log.debug("anchor points: %d of %d problems solved again by factorization", redo.size, Q)
+    elif method == "gram":
+        alpha, combo = np.zeros((Q, M)), np.zeros((Q, A.shape[1]))
+        redo = np.arange(Q)
+    else:
+        raise ValueError(f"method={method!r}; expected 'inverse' or 'gram'")
+    idx, a = _nnls_gram(G, b[redo], which[redo], tol[redo])
+    a, combo[redo] = _refine(A, T[redo], kappa, which[redo], idx, a)
+    full = np.zeros((redo.size, M + 1))
+    np.put_along_axis(full, idx, a, axis=1)
+    alpha[redo] = full[:, :M]
+    return alpha, combo
+
+
 @_single_threaded
-def anchor_points(sD1: np.ndarray, t_vecs: np.ndarray, kappa: float = 0.0) -> AnchorSolution:
+def anchor_points(
+    sD1: np.ndarray, t_vecs: np.ndarray, kappa: float = 0.0, *, method: DualSolver = "inverse"
+) -> AnchorSolution:
     """Anchor points of manifolds for Gaussian vectors T (the per-T quadratic programs).
 
     For each manifold (points s_mu = columns of its sD1, last coordinate 1) and each T, the
@@ -939,6 +1433,10 @@ def anchor_points(sD1: np.ndarray, t_vecs: np.ndarray, kappa: float = 0.0) -> An
         sD1: (P, M+1, M) manifold coordinates (or one (M+1, M) manifold).
         t_vecs: (P, M+1, n_t) Gaussian vectors (or one (M+1, n_t) array).
         kappa: margin >= 0.
+        method: "inverse" (default): active-set iterations with updated inverses, problems
+            whose result misses the optimality conditions solved again by "gram", the
+            active-set iterations that factor every step's Gram matrix afresh (slower, the
+            same solutions to rounding).
 
     Returns:
         Anchor points, multipliers and the interior mask.
@@ -972,11 +1470,7 @@ def anchor_points(sD1: np.ndarray, t_vecs: np.ndarray, kappa: float = 0.0) -> An
         t_norm = np.linalg.norm(Tq, axis=1) + kappa
         col_norm = np.sqrt(np.einsum("gii->gi", G).max(axis=1))
         tol = 1e3 * np.finfo(np.float64).eps * M * col_norm[pq] * (1.0 + t_norm)
-        idx, a = _nnls_gram(G, b, pq, tol)
-        a, Aa[pq, tq] = _refine(A, Tq, kappa, pq, idx, a)
-        full = np.zeros((pq.size, M + 1))
-        np.put_along_axis(full, idx, a, axis=1)
-        alpha[pq, tq] = full[:, :M]
+        alpha[pq, tq], Aa[pq, tq] = _solve_duals(A, G, b, Tq, kappa, pq, tol, method)
     total = Aa[:, :, -1]  # sum(alpha): last row of A is ones
     small = np.sqrt(np.vecdot(Aa, Aa)) < _INTERIOR_EPS
     use_max = interior | small
