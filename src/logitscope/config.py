@@ -55,11 +55,19 @@ class DataConfig:
     augment_pad: int = 0  # random crop with this zero padding, in pixels (CIFAR: 4)
     augment_flip: bool = False  # random horizontal flip (CIFAR: yes; digits: never)
     download: bool = False  # fetch CIFAR when online (never in tests)
+    # Keep only the first n images of each class (in the file's order) of the training split
+    # (after the validation hold-out) and of the test split: None keeps all. The CPU smoke
+    # presets run the CIFAR graph on a few images per class of whatever tarball they read.
+    train_per_class: int | None = None
+    test_per_class: int | None = None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "small-cnn"  # resnet18 | preact-resnet18 | small-cnn | mnist-cnn | imported
+    # ResNets' first-stage channel count (stages width x 1, 2, 4, 8); None: the model's own (64,
+    # the paper's). Smaller keeps every layer, stride and tap (the CPU smoke presets: 8).
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,18 @@ class PerfConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """How a run stores its per-epoch logits (the bulk of a run folder: epochs x images x
+    classes numbers; a 200-epoch CIFAR-100 run at float32 is about 4.8 GB)."""
+
+    logits_dtype: str = "float32"  # float32 | float16: half the bytes; logits rounded to 11 significant bits
+    logits_every: int = 1  # store every n-th epoch's logits; checkpoint epochs and the last are always stored
+
+
+LOGITS_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     """Where an imported model (method ``imported``) came from: `logitscope.importing`."""
 
@@ -134,7 +154,14 @@ class SourceConfig:
 
 # Fields added after run folders existed: at their default they are left out of the identity
 # hash, so the runs of earlier versions keep their folder names (and resume).
-_HASH_NEUTRAL = (("source",), ("attack", "warmup_epochs"))
+_HASH_NEUTRAL = (
+    ("source",),
+    ("store",),
+    ("attack", "warmup_epochs"),
+    ("data", "train_per_class"),
+    ("data", "test_per_class"),
+    ("model", "width"),
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +178,7 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     checkpoint_epochs: tuple[int, ...] = ()  # epochs whose checkpoint is kept
     checkpoint_every: int = 0  # also keep every n-th epoch (0: none); the last epoch is always kept
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not part of the run's identity)
@@ -193,7 +221,13 @@ class RunConfig:
         for key in provenance:
             d["source"].pop(key, None)
             source.pop(key)
-        defaults = {"source": source, "attack": to_plain(AttackConfig())}
+        defaults = {
+            "source": source,
+            "attack": to_plain(AttackConfig()),
+            "data": to_plain(DataConfig()),
+            "model": to_plain(ModelConfig()),
+            "store": to_plain(StoreConfig()),
+        }
         for path in _HASH_NEUTRAL:
             node, ref = d, defaults
             for p in path[:-1]:
@@ -208,6 +242,13 @@ class RunConfig:
 
     def with_overrides(self, overrides: dict[str, Any] | list[str]) -> RunConfig:
         return apply_overrides(self, overrides)
+
+
+WIDTH_MODELS = ("resnet18", "preact-resnet18")  # the models that take model.width
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -230,6 +271,18 @@ def validate(cfg: RunConfig) -> None:
         bad("source.kind", cfg.source.kind, "torchscript or factory for an imported model")
     if cfg.source.kind == "factory" and not cfg.source.factory:
         bad("source.factory", cfg.source.factory, "module:function for an imported factory model")
+    if cfg.model.width is not None and cfg.model.name not in WIDTH_MODELS:
+        bad("model.width", cfg.model.width, f"null for {cfg.model.name} (a width applies to {', '.join(WIDTH_MODELS)})")
+    if cfg.model.width is not None and not (_whole(cfg.model.width) and cfg.model.width >= 1):
+        bad("model.width", cfg.model.width, "a positive number of channels (the paper's ResNet-18: 64) or null")
+    for key in ("train_per_class", "test_per_class"):
+        n = getattr(cfg.data, key)
+        if n is not None and not (_whole(n) and n >= 1):
+            bad(f"data.{key}", n, "a positive number of images per class, or null for all")
+    if cfg.store.logits_dtype not in LOGITS_DTYPES:
+        bad("store.logits_dtype", cfg.store.logits_dtype, " or ".join(LOGITS_DTYPES))
+    if not (_whole(cfg.store.logits_every) and cfg.store.logits_every >= 1):
+        bad("store.logits_every", cfg.store.logits_every, "a positive number of epochs (1: every epoch)")
     if cfg.attack.warmup_epochs < 0:
         bad("attack.warmup_epochs", cfg.attack.warmup_epochs, "0 (off) or a positive number of epochs")
     if cfg.epochs < 1:

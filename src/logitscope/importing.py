@@ -44,7 +44,7 @@ from logitscope.config import (
     apply_overrides,
     to_plain,
 )
-from logitscope.data import DATASETS, Dataset, get_dataset
+from logitscope.data import DATASETS, Dataset, load_data
 from logitscope.models.imported import (
     ImportedModel,
     check_logits,
@@ -242,7 +242,7 @@ def _same_logits(a: nn.Module, b: nn.Module, x: torch.Tensor, message: str) -> N
 
 def _dataset(dataset: str | DataConfig, data_dir: str | os.PathLike | None) -> tuple[DataConfig, Dataset]:
     cfg = _data_config(dataset, data_dir)
-    return cfg, get_dataset(cfg.name, cfg.data_dir, cfg.val_per_class, cfg.split_seed)
+    return cfg, load_data(cfg)
 
 
 def _finish_import(

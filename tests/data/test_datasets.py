@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import pickle
 import tarfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from logitscope.data.cifar import (
     restricted_loads,
 )
 from logitscope.data.idx import read_idx
+from synthetic_cifar import write_synthetic_cifar
 
 
 def test_digits_split_is_fixed_stratified_uint8():
@@ -47,33 +47,10 @@ def test_unknown_dataset_lists_valid_names():
         get_dataset("mnist2")
 
 
-def _fake_cifar_batch(n: int, rng: np.random.Generator, label_key: bytes, n_classes: int) -> bytes:
-    # The official files are Python-2 pickles of dicts with bytes keys and numpy arrays.
-    d = {
-        b"batch_label": b"fake",
-        label_key: rng.integers(0, n_classes, n).tolist(),
-        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        b"filenames": [b"x.png"] * n,
-    }
-    return pickle.dumps(d, protocol=4)  # native bytes, like a Python-2 str in the real files
-
-
-def _make_tarball(tmp_path: Path, spec, n_per_file: int = 40) -> Path:
-    rng = np.random.default_rng(0)
-    n_classes = 10 if spec is CIFAR10 else 100
-    tar_path = tmp_path / spec.tarball
-    with tarfile.open(tar_path, "w:gz") as tar:
-        files = {
-            f: _fake_cifar_batch(n_per_file, rng, spec.label_key, n_classes)
-            for f, _ in spec.train_files + spec.test_files
-        }
-        names = [f"class{i}".encode() for i in range(n_classes)]
-        files[spec.meta_file[0]] = pickle.dumps({spec.names_key: names}, protocol=4)
-        for name, raw in files.items():
-            info = tarfile.TarInfo(f"{spec.folder}/{name}")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return tar_path
+def _make_tarball(tmp_path: Path, spec) -> Path:
+    if spec is CIFAR10:  # 20 training images per class over the five batch files, 4 test images per class
+        return write_synthetic_cifar(tmp_path, "cifar10", train_per_class=20, test_per_class=4)
+    return write_synthetic_cifar(tmp_path, "cifar100", train_per_class=1, test_per_class=1)
 
 
 def test_cifar_tarball_loads_after_md5_check(tmp_path):
@@ -83,7 +60,7 @@ def test_cifar_tarball_loads_after_md5_check(tmp_path):
     assert d.x_test.shape == (40, 3, 32, 32) and d.x_train.dtype == torch.uint8
     assert len(d.y_train) + len(d.y_val) == 200
     assert len(d.y_val) == len(np.unique(np.concatenate([d.y_train.numpy(), d.y_val.numpy()])))  # one per class present
-    assert d.class_names[3] == "class3"
+    assert d.class_names[3] == "class03"
     assert d.mean == CIFAR10.mean  # the published statistics, not the fake data's
 
 
@@ -91,7 +68,7 @@ def test_cifar100_full_training_set_no_validation(tmp_path):
     tar = _make_tarball(tmp_path, CIFAR100)
     md5 = hashlib.md5(tar.read_bytes()).hexdigest()
     d = load_cifar("cifar100", tmp_path, md5_overrides={CIFAR100.tarball: md5})
-    assert len(d.y_train) == 40 and len(d.y_val) == 0 and d.n_classes == 100
+    assert len(d.y_train) == 100 and len(d.y_val) == 0 and d.n_classes == 100
 
 
 def test_cifar_md5_mismatch_refused_before_unpickling(tmp_path, monkeypatch):
@@ -197,3 +174,30 @@ def test_augment_crop_is_a_shifted_window_and_flip_mirrors():
     is_same = [torch.equal(f, x[i % 2]) for i, f in enumerate(flipped)]
     assert all(a or b for a, b in zip(is_flip, is_same, strict=True)) and 10 < sum(is_flip) < 90
     assert Augment()(x) is x
+
+
+def test_first_per_class_keeps_each_class_first_images_in_order():
+    d = get_dataset("digits", val_per_class=3)
+    cut = d.first_per_class(5, 2)
+    y = d.y_train.numpy()
+    expected = [i for i in range(len(y)) if (y[: i + 1] == y[i]).sum() <= 5]  # brute force
+    assert torch.equal(cut.x_train, d.x_train[expected]) and torch.equal(cut.y_train, d.y_train[expected])
+    assert np.bincount(cut.y_test.numpy()).tolist() == [2] * 10
+    assert torch.equal(cut.x_val, d.x_val) and cut.mean == d.mean  # validation and statistics untouched
+    assert d.first_per_class(None, None).x_train.shape == d.x_train.shape
+
+
+def test_synthetic_cifar_is_refused_without_the_test_fixture(synthetic_cifar_dir):
+    with pytest.raises(ValueError, match="md5 mismatch.*expected the published c58f30108f718f92721af3b95e74349a"):
+        get_dataset("cifar10", synthetic_cifar_dir)
+
+
+def test_load_data_cuts_the_synthetic_tarballs_per_class(accept_synthetic_cifar):
+    from logitscope.config import DataConfig
+    from logitscope.data import load_data
+
+    d = load_data(DataConfig("cifar100", str(accept_synthetic_cifar), train_per_class=3, test_per_class=2))
+    assert d.n_classes == 100 and len(d.y_val) == 0
+    assert np.bincount(d.y_train.numpy()).tolist() == [3] * 100 and len(d.y_test) == 200
+    ten = load_data(DataConfig("cifar10", str(accept_synthetic_cifar), val_per_class=2))
+    assert (len(ten.y_train), len(ten.y_val), len(ten.y_test)) == (280, 20, 100)

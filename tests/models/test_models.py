@@ -58,3 +58,50 @@ def test_normalization_is_inside_the_model():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="unknown model 'vgg'.*resnet18"):
         build_model("vgg", 10, 3, [0] * 3, [1] * 3)
+
+
+def _resnet18_parameters(w: int, n_classes: int) -> int:
+    """ResNet-18's parameter count by hand: 3x3 convolutions, BatchNorm's two vectors, 1x1
+    projection shortcuts where the width changes, a linear head."""
+
+    def block(cin: int, cout: int) -> int:
+        shortcut = cin * cout + 2 * cout if cin != cout else 0
+        return 9 * cin * cout + 2 * cout + 9 * cout * cout + 2 * cout + shortcut
+
+    stem = 9 * 3 * w + 2 * w
+    stages = sum(
+        block(cin, cout) + block(cout, cout) for cin, cout in ((w, w), (w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w))
+    )
+    return stem + stages + 8 * w * n_classes + n_classes
+
+
+@pytest.mark.parametrize("width", [64, 8, 3])
+def test_resnet18_width_scales_every_stage_and_keeps_every_tap(width):
+    assert _resnet18_parameters(64, 10) == 11_173_962  # the formula against the published count
+    model = build_model("resnet18", 10, 3, [0] * 3, [1] * 3, width=width).eval()
+    assert count_parameters(model) == _resnet18_parameters(width, 10)
+    taps = model.forward_intermediates(torch.rand(2, 3, 32, 32))
+    shapes = {k: tuple(v.shape) for k, v in taps.items()}
+    w = width
+    assert shapes == {
+        "stem": (2, w, 32, 32),
+        "layer1": (2, w, 32, 32),
+        "layer2": (2, 2 * w, 16, 16),
+        "layer3": (2, 4 * w, 8, 8),
+        "layer4": (2, 8 * w, 4, 4),
+        "pool": (2, 8 * w),
+        "logits": (2, 10),
+    }
+    pre = build_model("preact-resnet18", 10, 3, [0] * 3, [1] * 3, width=width)
+    assert pre.forward_intermediates(torch.rand(2, 3, 32, 32))["layer4"].shape == (2, 8 * w, 4, 4)
+
+
+def test_width_is_refused_where_it_does_not_apply():
+    from logitscope.config import ConfigError, run_preset
+
+    with pytest.raises(ConfigError, match=r"model.width=8: expected null for small-cnn \(a width applies to resnet18"):
+        run_preset("digits", **{"model.width": 8})
+    with pytest.raises(ConfigError, match="model.width=0: expected a positive number of channels"):
+        run_preset("cifar10-paper", **{"model.width": 0})
+    with pytest.raises(ValueError, match="model.width 0: expected a positive integer"):
+        build_model("resnet18", 10, 3, [0] * 3, [1] * 3, width=0)

@@ -137,3 +137,33 @@ def test_gradient_clipping_is_applied_and_a_limit_never_reached_changes_nothing(
     assert np.array_equal(plain, loose)  # a norm under the limit is multiplied by exactly 1
     assert not np.allclose(plain, tight)  # 1e-8: updates of 1e-8 in norm, the model barely moves
     assert runs[1e-8].config.optim.grad_clip == 1e-8  # recorded in config.yaml
+
+
+def test_logits_every_and_float16_store_the_epochs_asked_for_at_half_the_bytes(tmp_path, tiny_config):
+    full = train(tiny_config("st", epochs=5, checkpoint_epochs=(3,)), out=tmp_path)
+    cfg = tiny_config(
+        "st", epochs=5, checkpoint_epochs=(3,), **{"store.logits_every": 2, "store.logits_dtype": "float16"}
+    )
+    lean = train(cfg, out=tmp_path)
+    assert lean.dir != full.dir  # another storage is another run folder; the default's id is unchanged
+    store, ref = LogitStore(lean.dir), LogitStore(full.dir)
+    # every 2nd epoch, the kept checkpoint's (3) and the last (5)
+    assert store.epochs("test") == [2, 3, 4, 5] and ref.epochs("test") == [1, 2, 3, 4, 5]
+    raw = np.load(lean.dir / "logits" / "test" / "epoch_005.npy", mmap_mode="r")
+    assert raw.dtype == np.float16
+    got = store.get("test", 5)
+    assert got.dtype == np.float32
+    # the same training (same seeds, same process): the float32 logits rounded to float16
+    assert np.array_equal(got, ref.get("test", 5).astype(np.float16).astype(np.float32))
+    rows = lean.metrics()
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]  # accuracies of every epoch are still recorded
+    assert rows[0]["test_acc"] == full.metrics()[0]["test_acc"]
+
+
+def test_store_options_are_checked():
+    from logitscope.config import run_preset
+
+    with pytest.raises(ConfigError, match="store.logits_dtype='float64': expected float32 or float16"):
+        run_preset("digits", **{"store.logits_dtype": "float64"})
+    with pytest.raises(ConfigError, match="store.logits_every=0: expected a positive number of epochs"):
+        run_preset("digits", **{"store.logits_every": 0})

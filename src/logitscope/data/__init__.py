@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from logitscope.config import DataConfig
 from logitscope.data.augment import Augment
 from logitscope.data.base import SPLITS, Dataset
 
@@ -39,9 +40,18 @@ def get_dataset(
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
 
 
+def load_data(cfg: DataConfig) -> Dataset:
+    """The dataset a run's ``data`` section describes: loaded, validation held out, and cut to
+    ``train_per_class`` / ``test_per_class`` images per class where those are set."""
+    data = get_dataset(cfg.name, cfg.data_dir, cfg.val_per_class, cfg.split_seed, cfg.download)
+    if cfg.train_per_class is None and cfg.test_per_class is None:
+        return data
+    return data.first_per_class(cfg.train_per_class, cfg.test_per_class)
+
+
 def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x uint8 (N,C,H,W), y int64 (N,))`` of one split of a dataset, default settings."""
     return get_dataset(name, data_dir).split(split)
 
 
-__all__ = ["DATASETS", "SPLITS", "Augment", "Dataset", "get_dataset", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "Augment", "Dataset", "get_dataset", "load_data", "load_dataset"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -60,9 +60,33 @@ class Dataset:
             raise KeyError(f"unknown split {name!r}: expected one of {SPLITS}")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
+    def first_per_class(self, train: int | None, test: int | None) -> Dataset:
+        """The first ``train`` training and ``test`` test images of each class, in their
+        order (None keeps a split whole); validation and the normalization statistics are
+        the full dataset's."""
+
+        def cut(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+            if n is None:
+                return x, y
+            keep = first_n_per_class(y.numpy(), n)
+            return x[keep], y[keep]
+
+        x_train, y_train = cut(self.x_train, self.y_train, train)
+        x_test, y_test = cut(self.x_test, self.y_test, test)
+        return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
     def splits(self) -> list[str]:
         """Non-empty splits in train/val/test order."""
         return [s for s in SPLITS if len(self.split(s)[1])]
+
+
+def first_n_per_class(y: np.ndarray, n: int) -> torch.Tensor:
+    """Indices (ascending) of the first ``n`` entries of every label in ``y``."""
+    rank = np.zeros(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        where = np.flatnonzero(y == c)
+        rank[where] = np.arange(len(where))
+    return torch.from_numpy(np.flatnonzero(rank < n))
 
 
 def empty_like(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

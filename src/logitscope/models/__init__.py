@@ -17,14 +17,21 @@ MODELS: dict[str, Callable[..., TappedModel]] = {
 
 
 def build_model(
-    name: str, n_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]
+    name: str,
+    n_classes: int,
+    in_channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    width: int | None = None,
 ) -> TappedModel:
-    """Instantiate a registered model (``MODELS``) for a dataset's shape and statistics."""
+    """Instantiate a registered model (``MODELS``) for a dataset's shape and statistics;
+    ``width`` (ResNets only; None: the model's own) scales every stage's channels."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries: expected {in_channels} (one per channel)")
-    return MODELS[name](n_classes=n_classes, in_channels=in_channels, mean=mean, std=std)
+    extra = {} if width is None else {"width": width}
+    return MODELS[name](n_classes=n_classes, in_channels=in_channels, mean=mean, std=std, **extra)
 
 
 def count_parameters(model: TappedModel) -> int:

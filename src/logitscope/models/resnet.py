@@ -68,7 +68,7 @@ class _Head(nn.Module):
 
 
 def _stages(block: type[nn.Module], widths: Sequence[int], blocks: Sequence[int]) -> list[nn.Sequential]:
-    stages, in_planes = [], 64
+    stages, in_planes = [], widths[0]
     for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):
         layers = []
         for j in range(n):
@@ -78,17 +78,31 @@ def _stages(block: type[nn.Module], widths: Sequence[int], blocks: Sequence[int]
     return stages
 
 
+def _widths(width: int) -> tuple[int, int, int, int]:
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"model.width {width!r}: expected a positive integer (the paper's ResNet-18: 64)")
+    return (width, 2 * width, 4 * width, 8 * width)
+
+
 def resnet18(
     n_classes: int = 10,
     in_channels: int = 3,
     mean: Sequence[float] = (0.0,) * 3,
     std: Sequence[float] = (1.0,) * 3,
+    width: int = 64,
 ) -> TappedModel:
-    """CIFAR ResNet-18: taps ``stem, layer1..layer4, pool, logits``."""
-    stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
-    l1, l2, l3, l4 = _stages(BasicBlock, (64, 128, 256, 512), (2, 2, 2, 2))
+    """CIFAR ResNet-18: taps ``stem, layer1..layer4, pool, logits``.
+
+    ``width`` is the stem's and first stage's channel count (the paper's 64); the stages have
+    ``width * (1, 2, 4, 8)`` channels. Smaller widths keep every layer, stride and tap: the
+    CPU smoke presets run the whole CIFAR graph through them."""
+    widths = _widths(width)
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+    )
+    l1, l2, l3, l4 = _stages(BasicBlock, widths, (2, 2, 2, 2))
     stages = OrderedDict(
-        stem=stem, layer1=l1, layer2=l2, layer3=l3, layer4=l4, pool=_Head(), logits=nn.Linear(512, n_classes)
+        stem=stem, layer1=l1, layer2=l2, layer3=l3, layer4=l4, pool=_Head(), logits=nn.Linear(widths[-1], n_classes)
     )
     return TappedModel(Normalize(mean, std), stages)
 
@@ -98,12 +112,14 @@ def preact_resnet18(
     in_channels: int = 3,
     mean: Sequence[float] = (0.0,) * 3,
     std: Sequence[float] = (1.0,) * 3,
+    width: int = 64,
 ) -> TappedModel:
-    """PreAct ResNet-18 (the robust-overfitting reference model): same taps as ResNet-18."""
-    stem = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-    l1, l2, l3, l4 = _stages(PreActBlock, (64, 128, 256, 512), (2, 2, 2, 2))
-    head = _Head(nn.Sequential(nn.BatchNorm2d(512), nn.ReLU(inplace=True)))
+    """PreAct ResNet-18 (the robust-overfitting reference model): same taps and ``width`` as ResNet-18."""
+    widths = _widths(width)
+    stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+    l1, l2, l3, l4 = _stages(PreActBlock, widths, (2, 2, 2, 2))
+    head = _Head(nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True)))
     stages = OrderedDict(
-        stem=stem, layer1=l1, layer2=l2, layer3=l3, layer4=l4, pool=head, logits=nn.Linear(512, n_classes)
+        stem=stem, layer1=l1, layer2=l2, layer3=l3, layer4=l4, pool=head, logits=nn.Linear(widths[-1], n_classes)
     )
     return TappedModel(Normalize(mean, std), stages)

@@ -684,7 +684,7 @@ def validate_plan_inputs(
     """Fail before any work: every run config valid, the dataset present, ``only`` known.
     Returns the dataset (as the AT runs read it)."""
     from logitscope.attacks.protocol import ProtocolConfig
-    from logitscope.data import get_dataset
+    from logitscope.data import load_data
     from logitscope.distill.pipeline import transform_spec
 
     seeds = preset["seeds"]
@@ -708,7 +708,7 @@ def validate_plan_inputs(
             "null (the last) or 'teacher' (the teacher epoch)"
         )
     cfg = _run_config(preset, "at", seeds[0], data_dir)
-    data = get_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_per_class, cfg.data.split_seed)
+    data = load_data(cfg.data)
     if fixed is None and not len(data.y_val):
         raise ValueError(
             f"teacher.fixed_epoch=null: the teacher rule (appendix A.3) needs a validation split and {cfg.data.name} "

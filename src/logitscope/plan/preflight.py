@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from logitscope.config import RunConfig
 
-FLOAT = 4  # bytes of a float32 logit or weight
+FLOAT = 4  # bytes of a float32 weight
 LABEL = 8  # bytes of an int64 label
 
 
@@ -53,9 +55,11 @@ def gb(n: int) -> str:
 
 def run_store_bytes(cfg: RunConfig, n_images: int, n_classes: int, numel: int, n_params: int) -> tuple[int, int]:
     """(logits and labels, checkpoints) bytes of one run of ``n_images`` images over all splits."""
-    from logitscope.training.engine import should_checkpoint
+    from logitscope.training.engine import should_checkpoint, stores_logits
 
-    logits = cfg.epochs * n_images * n_classes * FLOAT + n_images * LABEL
+    stored = sum(stores_logits(cfg, e) for e in range(1, cfg.epochs + 1))
+    width = np.dtype(cfg.store.logits_dtype).itemsize
+    logits = stored * n_images * n_classes * width + n_images * LABEL
     kept = sum(should_checkpoint(cfg, e) for e in range(1, cfg.epochs + 1))
     return logits, (kept + 1) * numel * FLOAT + n_params * FLOAT  # + last.pt: weights and momentum
 
@@ -73,18 +77,19 @@ def project_store(preset: dict[str, Any], out: Path, data_dir: str | None, data:
         if stage.kind not in ("train", "distill"):
             continue
         cfg = RunConfig.from_dict(stage.params["config"])
-        if cfg.model.name not in sizes:
-            sizes[cfg.model.name] = _sizes(cfg.model.name, data.n_classes, channels)
-        numel, n_params = sizes[cfg.model.name]
+        key = f"{cfg.model.name}:{cfg.model.width}"
+        if key not in sizes:
+            sizes[key] = _sizes(cfg.model.name, data.n_classes, channels, cfg.model.width)
+        numel, n_params = sizes[key]
         a, b = run_store_bytes(cfg, n_images, data.n_classes, numel, n_params)
         logits, ckpt, runs = logits + a, ckpt + b, runs + 1
     return StoreProjection(runs, logits, ckpt, _du(out / "runs"))
 
 
-def _sizes(model: str, n_classes: int, channels: int) -> tuple[int, int]:
+def _sizes(model: str, n_classes: int, channels: int, width: int | None) -> tuple[int, int]:
     from logitscope.models import build_model
 
-    m = build_model(model, n_classes, channels, [0.0] * channels, [1.0] * channels)
+    m = build_model(model, n_classes, channels, [0.0] * channels, [1.0] * channels, width)
     return sum(t.numel() for t in m.state_dict().values()), sum(p.numel() for p in m.parameters())
 
 

@@ -71,15 +71,23 @@ class LogitStore:
 
     def get(self, split: str, epoch: int | None = None) -> np.ndarray:
         """``(N, C)`` float32 logits (memory-mapped); ``epoch=None`` is the last stored epoch."""
+        # The folder is listed only when needed (no epoch given, or the file is missing): listing
+        # it on every call made reading all E epochs cost O(E^2).
+        if epoch is None:
+            epoch = self._stored(split)[-1]
+        path = self._split_dir(split) / epoch_filename(epoch)
+        if not path.is_file():
+            raise KeyError(f"epoch {epoch} not stored for split {split!r}: stored epochs {self._stored(split)}")
+        logits = load_npy(path, mmap_mode="r", remedy=_REMEDY)
+        # float16 files (store.logits_dtype) are read into memory as float32: every analysis
+        # computes in float32, whatever the stored precision
+        return logits if logits.dtype == np.float32 else np.asarray(logits, np.float32)
+
+    def _stored(self, split: str) -> list[int]:
         eps = self.epochs(split)
         if not eps:
             raise KeyError(f"split {split!r} has no stored epochs")
-        if epoch is None:
-            epoch = eps[-1]
-        path = self._split_dir(split) / epoch_filename(epoch)
-        if not path.is_file():
-            raise KeyError(f"epoch {epoch} not stored for split {split!r}: stored epochs {eps}")
-        return load_npy(path, mmap_mode="r", remedy=_REMEDY)
+        return eps
 
     def iter_epochs(self, split: str) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(epoch, logits)`` for every stored epoch, memory-mapped one at a time."""
@@ -90,9 +98,13 @@ class LogitStore:
         return f"LogitStore({self.root.parent}, splits={self.splits})"
 
 
-def write_logits(run_dir: str | os.PathLike, split: str, epoch: int, logits: np.ndarray) -> Path:
-    """Atomically store ``(N, C)`` logits of ``split`` at ``epoch``."""
-    return atomic_save_npy(Path(run_dir) / "logits" / split / epoch_filename(epoch), np.asarray(logits, np.float32))
+def write_logits(
+    run_dir: str | os.PathLike, split: str, epoch: int, logits: np.ndarray, dtype: str = "float32"
+) -> Path:
+    """Atomically store ``(N, C)`` logits of ``split`` at ``epoch`` as ``dtype`` (float32, or
+    float16 for half the bytes: `LogitStore.get` reads either as float32)."""
+    path = Path(run_dir) / "logits" / split / epoch_filename(epoch)
+    return atomic_save_npy(path, np.asarray(logits, np.dtype(dtype)))
 
 
 def write_labels(run_dir: str | os.PathLike, split: str, labels: np.ndarray) -> Path:

@@ -29,7 +29,9 @@ def model_from_payload(payload: dict[str, Any], where: str, expect: dict[str, An
         what = f"model_spec lacks {missing[0]!r}" if missing else "no model weights"
         raise DamagedFileError(where, f"not a complete logitscope checkpoint ({what})")
     checkpoints.check_spec(spec, expect or {}, where)
-    model = build_model(spec["name"], spec["n_classes"], spec["in_channels"], spec["mean"], spec["std"])
+    model = build_model(
+        spec["name"], spec["n_classes"], spec["in_channels"], spec["mean"], spec["std"], spec.get("width")
+    )
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from logitscope.attacks.pgd import pgd
 from logitscope.config import RunConfig
-from logitscope.data import Augment, Dataset, get_dataset
+from logitscope.data import Augment, Dataset, load_data
 from logitscope.models import build_model
 from logitscope.store import checkpoints
 from logitscope.store.logits import write_labels, write_logits
@@ -67,12 +67,12 @@ def model_spec(cfg: RunConfig, data: Dataset) -> dict[str, Any]:
         "in_channels": data.image_shape[0],
         "mean": list(data.mean),
         "std": list(data.std),
+        **({"width": cfg.model.width} if cfg.model.width is not None else {}),
     }
 
 
 def load_run_dataset(cfg: RunConfig) -> Dataset:
-    d = cfg.data
-    return get_dataset(d.name, d.data_dir, d.val_per_class, d.split_seed, d.download)
+    return load_data(cfg.data)
 
 
 @torch.no_grad()
@@ -186,6 +186,12 @@ def should_checkpoint(cfg: RunConfig, epoch: int) -> bool:
     return bool(every) or epoch in cfg.checkpoint_epochs or epoch == cfg.epochs
 
 
+def stores_logits(cfg: RunConfig, epoch: int) -> bool:
+    """Whether ``epoch``'s logits are stored: every ``store.logits_every``-th epoch, and every
+    epoch whose checkpoint is kept (the epochs teachers, students and analyses are taken at)."""
+    return epoch % cfg.store.logits_every == 0 or should_checkpoint(cfg, epoch)
+
+
 def build_objective(cfg: RunConfig, run: Run, data: Dataset, device: torch.device) -> objectives.Objective:
     if cfg.objective == "standard":
         return objectives.standard
@@ -233,7 +239,9 @@ def train(
     data = load_run_dataset(cfg)
     spec = model_spec(cfg, data)
     torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = build_model(cfg.model.name, data.n_classes, spec["in_channels"], data.mean, data.std).to(device)
+    model = build_model(cfg.model.name, data.n_classes, spec["in_channels"], data.mean, data.std, cfg.model.width).to(
+        device
+    )
     if dist.enabled and device.type == "cuda":
         # BatchNorm over the global batch, as one process (SyncBatchNorm refuses CPU tensors, so
         # gloo runs keep per-shard statistics); the parameters and buffers are the same tensors
@@ -356,8 +364,8 @@ def train(
             if not finite.all():
                 what = f"non-finite logits on {int((~finite).sum())} of {len(y)} {split} images"
                 raise _diverged(run, epoch, what, dist.is_main)
-            if dist.is_main:
-                write_logits(run.dir, split, epoch, logits)
+            if dist.is_main and stores_logits(cfg, epoch):
+                write_logits(run.dir, split, epoch, logits, cfg.store.logits_dtype)
             accs[f"{split}_acc"] = float((logits.argmax(1) == y.numpy()).mean())
         snapshot_s = time.perf_counter() - t1
         if not dist.is_main:
