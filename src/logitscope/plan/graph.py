@@ -708,7 +708,10 @@ def validate_plan_inputs(
             "null (the last) or 'teacher' (the teacher epoch)"
         )
     cfg = _run_config(preset, "at", seeds[0], data_dir)
-    data = load_data(cfg.data)
+    try:
+        data = load_data(cfg.data)
+    except (FileNotFoundError, ValueError) as exc:  # missing, corrupt, or not the published md5
+        raise DataUnavailable(str(exc)) from exc
     if fixed is None and not len(data.y_val):
         raise ValueError(
             f"teacher.fixed_epoch=null: the teacher rule (appendix A.3) needs a validation split and {cfg.data.name} "
@@ -733,6 +736,10 @@ def validate_plan_inputs(
     _validate_crosscheck(preset.get("crosscheck"), ev["n"], len(data.y_test), cfg.data.name)
     build_plan(preset, out, data_dir).select(only)  # every stage's run config, and the kinds in ``only``
     return data
+
+
+class DataUnavailable(ValueError):
+    """The plan's dataset cannot be read (missing, corrupt, or not the published files)."""
 
 
 def _is_int(v: Any) -> bool:
@@ -796,18 +803,25 @@ def reproduce(
 
     resolved = resolve_preset(preset, overrides or [], data_dir)
     out = Path(out)
-    data = validate_plan_inputs(resolved, data_dir, out, only)
+    try:
+        data, problem = validate_plan_inputs(resolved, data_dir, out, only), None
+    except DataUnavailable as exc:
+        if not dry_run:
+            raise
+        data, problem = None, str(exc)  # a dry run still shows the plan and its bill
     exe = make_executor(executor, address, jobs)  # fail on a missing Ray before any work
-    store = preflight.project_store(resolved, out, data_dir, data)
+    checks = preflight.run_preflight(resolved, out, data_dir, data, problem)
 
     def plan_fn() -> Plan:
         return build_plan(resolved, out, data_dir)
 
     if dry_run:
         print(describe(plan_fn(), only))
-        print(f"{store.describe()}; {preflight.gb(preflight.free_bytes(out))} free under {out}")
-        return 0
-    preflight.check_disk(store, out)
+        print(checks.describe())
+        return 1 if problem else 0
+    for line in checks.lines:
+        log.info("preflight: %s", line)
+    preflight.check_disk(checks.store, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "plan" / "preset.json", {"preset": resolved, "data_dir": data_dir})
     t0 = time.perf_counter()
