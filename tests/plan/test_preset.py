@@ -26,7 +26,15 @@ def cli_error(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> str:
 
 
 def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
-    assert preset_names() == ["cifar10-paper", "cifar10-quick", "cifar100-paper", "digits", "mnist"]
+    assert preset_names() == [
+        "cifar10-paper",
+        "cifar10-quick",
+        "cifar10-smoke",
+        "cifar100-paper",
+        "cifar100-smoke",
+        "digits",
+        "mnist",
+    ]
     for name in preset_names():
         preset = load_preset(name)
         assert tuple(preset) == SECTIONS, name
@@ -59,6 +67,69 @@ def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
             assert {s.name for s in plan.select(["analyze"])} == {s.name for s in plan.select(["choose"])}, name
     assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 8 + 4 + 2 + 4
     assert not (tmp_path / "plan").exists()  # building a plan writes nothing
+
+
+# What a smoke preset may change against its paper preset: sizes only (images, epochs and the
+# epochs that follow from them, seeds, width, batch, attack iterations, P, M, n_t, dichotomies).
+SIZE_KEYS = {
+    "epochs",
+    "checkpoint_epochs",
+    "seed",
+    "name",
+    "distill.teacher",
+    "distill.teacher_epoch",
+    "distill.hybrid_order",  # a run id: it follows from the sizes
+    "distill.hybrid_order_epoch",
+    "optim.milestones",
+    "optim.batch_size",
+    "model.width",
+    "data.val_per_class",
+    "data.train_per_class",
+    "data.test_per_class",
+    "monitor.pgd_n",
+}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_smoke_presets_are_the_paper_graph_shrunk_in_sizes_only(tmp_path, dataset):
+    """Every stage of the paper preset's graph has its smoke twin (epochs and seeds aside) doing
+    the same work with the same settings but sizes."""
+    import re
+
+    paper, smoke = load_preset(f"{dataset}-paper"), load_preset(f"{dataset}-smoke")
+    plans = {
+        "paper": build_plan(paper, tmp_path, assume_teacher=paper["teacher"]["fixed_epoch"]),
+        "smoke": build_plan(smoke, tmp_path, assume_teacher=smoke["teacher"]["fixed_epoch"]),
+    }
+
+    def generalised(plan):  # stage names with epochs and seeds generalised -> its first stage (seed 0)
+        out = {}
+        for n, s in plan.stages.items():
+            out.setdefault(re.sub(r"-[es]\d+", "-N", n), s)
+        return out
+
+    smoke_stages, paper_stages = generalised(plans["smoke"]), generalised(plans["paper"])
+    assert {n: (s.kind, s.fn) for n, s in smoke_stages.items()} == {n: (s.kind, s.fn) for n, s in paper_stages.items()}
+    assert not plans["smoke"].pending
+    for name, stage in smoke_stages.items():
+        if "config" in stage.params:
+            a, b = _flat(stage.params["config"]), _flat(paper_stages[name].params["config"])
+            changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} - SIZE_KEYS
+            assert not changed, (name, {k: (a.get(k), b.get(k)) for k in changed})
+    ms, mp = plans["smoke"].stages["manifolds"].params, plans["paper"].stages["manifolds"].params
+    assert ms["simulate"] and mp["simulate"] and ms["models"].keys() == mp["models"].keys()
+    assert smoke["crosscheck"]["protocols"] == paper["crosscheck"]["protocols"]
+    assert smoke["theory"] == paper["theory"] and smoke["analysis"] == paper["analysis"]
 
 
 def test_yaml_file_preset(tmp_path):
