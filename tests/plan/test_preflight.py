@@ -108,7 +108,7 @@ def test_dry_run_on_a_checked_tarball_says_so(tmp_path, capsys, quick_rate, acce
     assert main([*args, "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert f"from {accept_synthetic_cifar / 'cifar-10-python.tar.gz'}: md5" in text and "checked" in text
-    assert "200 training, 20 validation, 100 test images, 10 classes, 3x32x32" in text
+    assert "160 training, 20 validation, 100 test images, 10 classes, 3x32x32" in text
     assert "device: cpu" in text and "bf16 autocast, channels_last, torch.compile" in text
 
 

@@ -236,14 +236,14 @@ def describe_costs(costs: list[KindCost], rate: float, batch: int, device: torch
         f"  {'kind':10s} {'stages':>6s} {'passes':>10s} {PAPER_GPU + ' h':>11s} {'this machine h':>15s}",
     ]
     for c in costs:
-        extra = f" + {c.cpu_hours:.2f} h CPU (MFTMA)" if c.cpu_hours else ""
+        extra = f" + {c.cpu_hours:.3g} h CPU (MFTMA)" if c.cpu_hours else ""
         lines.append(
-            f"  {c.kind:10s} {c.stages:6d} {c.passes:10.3g} {c.paper_hours:11.2f} {c.local_hours:15.2f}{extra}"
+            f"  {c.kind:10s} {c.stages:6d} {c.passes:10.3g} {c.paper_hours:11.3g} {c.local_hours:15.3g}{extra}"
         )
     total = sum(c.paper_hours for c in costs), sum(c.local_hours + c.cpu_hours for c in costs)
     lines.append(
         f"  {'total':10s} {sum(c.stages for c in costs):6d} {sum(c.passes for c in costs):10.3g} "
-        f"{total[0]:11.2f} {total[1]:15.2f}   (GPU-hours at the paper's rates: {total[0]:,.0f})"
+        f"{total[0]:11.3g} {total[1]:15.3g}   (GPU-hours at the paper's rates: {total[0]:,.0f})"
     )
     lines.append("  analyze, theory and report: CPU, minutes (benchmarks/analysis_scale.py: 6 paper-size runs in 10 s)")
     return "\n".join(lines)

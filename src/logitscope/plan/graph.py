@@ -807,7 +807,7 @@ def reproduce(
         data, problem = validate_plan_inputs(resolved, data_dir, out, only), None
     except DataUnavailable as exc:
         if not dry_run:
-            raise
+            raise exc.__cause__ from None  # the loader's own error (FileNotFoundError, md5 ValueError)
         data, problem = None, str(exc)  # a dry run still shows the plan and its bill
     exe = make_executor(executor, address, jobs)  # fail on a missing Ray before any work
     checks = preflight.run_preflight(resolved, out, data_dir, data, problem)
