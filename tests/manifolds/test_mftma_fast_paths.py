@@ -16,6 +16,7 @@ import importlib
 
 import numpy as np
 import pytest
+from mftma_cases import coords
 from threadpoolctl import threadpool_limits
 
 from logitscope.manifolds import remove_center_correlation
@@ -29,13 +30,6 @@ def one_blas_thread():
     """The suite shares few cores with PyTorch's threads; BLAS threads would only contend."""
     with threadpool_limits(limits=1, user_api="blas"):
         yield
-
-
-def coords(P: int, N: int, M: int, radius: float, seed: int) -> np.ndarray:
-    """(P, M+1, M) coordinates of random Gaussian point clouds around random centers."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((P + 1, N, 1)) + radius * rng.standard_normal((P + 1, N, M))
-    return np.stack(remove_center_correlation(X, K=0).coords)[:P]
 
 
 def solve_both(A: np.ndarray, T: np.ndarray, kappa: float, monkeypatch) -> tuple:
