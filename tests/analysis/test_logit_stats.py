@@ -296,3 +296,22 @@ def test_streamed_statistics_equal_brute_force(tmp_path, budget, monkeypatch):
         for other in (plain, own):
             for field in ("mean", "sd", "skew", "quantiles", "counts", "edges"):
                 np.testing.assert_array_equal(getattr(other[name], field), getattr(stats[name], field))
+
+
+def test_a_float16_store_gives_the_statistics_of_its_rounded_logits(tmp_path):
+    """store.logits_dtype float16: every statistic is that of the float32 store holding the
+    same logits rounded to float16, epoch for epoch (the stored epochs need not be contiguous)."""
+    rng = np.random.default_rng(3)
+    for folder in ("half", "rounded"):
+        write_labels(tmp_path / folder, "test", np.arange(300) % 10)
+    for e in (2, 5, 6):
+        x = (rng.standard_normal((300, 10)) * (1 + e)).astype(np.float32)
+        write_logits(tmp_path / "half", "test", e, x, dtype="float16")
+        write_logits(tmp_path / "rounded", "test", e, x.astype(np.float16).astype(np.float32))
+    half = logit_statistics(LogitStore(tmp_path / "half"), "test", n_bins=9)
+    rounded = logit_statistics(LogitStore(tmp_path / "rounded"), "test", n_bins=9)
+    for name in ("max_logit", "gap"):
+        a, b = half[name], rounded[name]
+        np.testing.assert_array_equal(a.epochs, [2, 5, 6])
+        for field in ("edges", "mean", "sd", "skew", "quantiles", "counts"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{name}.{field}")
