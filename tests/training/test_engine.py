@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -155,9 +156,24 @@ def test_logits_every_and_float16_store_the_epochs_asked_for_at_half_the_bytes(t
     assert got.dtype == np.float32
     # the same training (same seeds, same process): the float32 logits rounded to float16
     assert np.array_equal(got, ref.get("test", 5).astype(np.float16).astype(np.float32))
-    rows = lean.metrics()
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]  # accuracies of every epoch are still recorded
-    assert rows[0]["test_acc"] == full.metrics()[0]["test_acc"]
+    rows, ref_rows = lean.metrics(), full.metrics()
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    # accuracies come from the snapshot: taken on the stored epochs and on the collapse check's
+    # (2); epoch 1 skips it (nan), the others equal the full store's
+    assert math.isnan(float(rows[0]["test_acc"])) and math.isnan(float(rows[0]["train_acc"]))
+    assert [r["test_acc"] for r in rows[1:]] == [r["test_acc"] for r in ref_rows[1:]]
+
+
+def test_pgd_monitor_every_nth_epoch_and_the_last(tmp_path, tiny_config):
+    every = train(tiny_config("st", epochs=5, **{"monitor.pgd_every": 2}), out=tmp_path)
+    full = train(tiny_config("st", epochs=5), out=tmp_path)
+    assert every.dir != full.dir  # monitor settings are part of a run's identity; the default's id is unchanged
+    got = [float(r["pgd_acc"]) for r in every.metrics()]
+    ref = [float(r["pgd_acc"]) for r in full.metrics()]
+    measured = [i for i, v in enumerate(got, 1) if not math.isnan(v)]
+    assert measured == [2, 4, 5]  # every 2nd epoch and the last
+    assert [got[i - 1] for i in measured] == [ref[i - 1] for i in measured]  # the same measurement
+    assert all(not math.isnan(v) for v in ref)
 
 
 def test_store_options_are_checked():
@@ -167,3 +183,5 @@ def test_store_options_are_checked():
         run_preset("digits", **{"store.logits_dtype": "float64"})
     with pytest.raises(ConfigError, match="store.logits_every=0: expected a positive number of epochs"):
         run_preset("digits", **{"store.logits_every": 0})
+    with pytest.raises(ConfigError, match="monitor.pgd_every=0: expected a positive number of epochs"):
+        run_preset("digits", **{"monitor.pgd_every": 0})

@@ -3,7 +3,8 @@
 Read top to bottom: set up (data on the device as uint8, model, optimizer), resume from
 ``checkpoints/last.pt`` if present, then per epoch: shuffle and augment in batches on the
 device, step the objective, snapshot the logits of every sample of every split (eval mode,
-no augmentation, dataset order), measure, checkpoint, and record.
+no augmentation, dataset order; on the epochs whose logits are stored), measure (the PGD
+monitor every ``monitor.pgd_every`` epochs), checkpoint, and record.
 
 Determinism: every random draw of an epoch (order, augmentation, attack starts) comes from a
 generator seeded by (seed, epoch) and the learning rate is a function of the epoch, so a run
@@ -192,6 +193,19 @@ def stores_logits(cfg: RunConfig, epoch: int) -> bool:
     return epoch % cfg.store.logits_every == 0 or should_checkpoint(cfg, epoch)
 
 
+def takes_snapshot(cfg: RunConfig, epoch: int) -> bool:
+    """Whether ``epoch`` ends with a logit snapshot of every split (its accuracies): the epochs
+    whose logits are stored, and the collapse check's epoch (`COLLAPSE_CHECK_EPOCH`). Other
+    epochs (``store.logits_every > 1``) record their accuracies as nan: a forward pass over
+    every image that nothing keeps is a third of a small student's epoch."""
+    return stores_logits(cfg, epoch) or epoch == min(COLLAPSE_CHECK_EPOCH, cfg.epochs)
+
+
+def monitors_pgd(cfg: RunConfig, epoch: int) -> bool:
+    """Whether ``epoch`` measures the PGD monitor: every ``monitor.pgd_every``-th and the last."""
+    return epoch % cfg.monitor.pgd_every == 0 or epoch == cfg.epochs
+
+
 def build_objective(cfg: RunConfig, run: Run, data: Dataset, device: torch.device) -> objectives.Objective:
     if cfg.objective == "standard":
         return objectives.standard
@@ -201,6 +215,121 @@ def build_objective(cfg: RunConfig, run: Run, data: Dataset, device: torch.devic
 
     targets = prepare_targets(cfg, run, data, device)
     return objectives.distill(torch.from_numpy(targets).to(device), cfg.distill.loss, cfg.distill.temperature)
+
+
+def new_optimizer(cfg: RunConfig, params: Any) -> torch.optim.SGD:
+    o = cfg.optim
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+
+
+def initial_model(cfg: RunConfig, data: Dataset, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's model at its seeded initialization (every run of a seed starts alike), and its spec."""
+    spec = model_spec(cfg, data)
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    model = build_model(cfg.model.name, data.n_classes, spec["in_channels"], data.mean, data.std, cfg.model.width)
+    return model.to(device), spec
+
+
+def resume_state(run: Run, model: nn.Module, opt: torch.optim.Optimizer, spec: dict[str, Any]) -> int:
+    """Load ``checkpoints/last.pt`` into ``model`` and ``opt`` if present; the epoch it ends (0: none)."""
+    path = checkpoints.last_path(run.dir)
+    if not path.is_file():
+        return 0
+    state = checkpoints.load(path)
+    checkpoints.check_spec(state["model_spec"], spec, str(path))
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming %s after epoch %d", run.dir.name, int(state["epoch"]))
+    return int(state["epoch"])
+
+
+def begin(run: Run, cfg: RunConfig, data: Dataset, device: torch.device, start: int, world: int = 1) -> list[dict]:
+    """Write the labels and the running status; the metrics rows up to ``start`` (main process)."""
+    rows = [r for r in run.metrics() if int(r["epoch"]) <= start]
+    for split in data.splits():
+        write_labels(run.dir, split, data.split(split)[1].numpy())
+    run.update_meta(
+        status="running", reason=None, device=str(device), world_size=world, started=time.time(), last_epoch=start
+    )
+    for row in rows:  # a kill between an epoch's trainer state and its meta.json: its warning
+        _record_warnings(run, cfg, row, data.n_classes)
+    return rows
+
+
+def snapshot(
+    run: Run,
+    cfg: RunConfig,
+    model: nn.Module,
+    data: Dataset,
+    epoch: int,
+    device: torch.device,
+    dist: Dist | None = None,
+) -> dict[str, float]:
+    """The epoch's accuracy per split from its logit snapshot (stored on `stores_logits` epochs,
+    taken on `takes_snapshot` epochs, nan otherwise); raises on non-finite logits."""
+    dist = dist or Dist()
+    accs = {f"{split}_acc": math.nan for split in data.splits()}
+    for split in data.splits() if takes_snapshot(cfg, epoch) else ():
+        x, y = data.split(split)
+        a, b = dist.shard(len(y))
+        logits = dist.gather_rows(predict_logits(model, x[a:b], cfg.monitor.eval_batch_size, device), len(y))
+        finite = np.isfinite(logits).all(axis=1)
+        if not finite.all():
+            what = f"non-finite logits on {int((~finite).sum())} of {len(y)} {split} images"
+            raise _diverged(run, epoch, what, dist.is_main)
+        if dist.is_main and stores_logits(cfg, epoch):
+            write_logits(run.dir, split, epoch, logits, cfg.store.logits_dtype)
+        accs[f"{split}_acc"] = float((logits.argmax(1) == y.numpy()).mean())
+    return accs
+
+
+def record_epoch(
+    run: Run,
+    cfg: RunConfig,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    spec: dict[str, Any],
+    data: Dataset,
+    rows: list[dict],
+    epoch: int,
+    row: dict[str, Any],
+    device: torch.device,
+) -> None:
+    """Measure the PGD monitor, then checkpoint and record the epoch (main process): ``row``
+    holds what training measured (lr, loss, accuracies, seconds)."""
+    mon_idx = monitor_subset(len(data.y_test), cfg.monitor.pgd_n)
+    x_mon, y_mon = data.x_test[mon_idx], data.y_test[mon_idx]
+    pgd_acc = pgd_accuracy(model, x_mon, y_mon, cfg, device) if monitors_pgd(cfg, epoch) else math.nan
+    model.train()
+    train_s, measured = row["train_seconds"], dict(row)
+    row = {
+        "epoch": epoch,
+        "lr": measured["lr"],
+        "loss": measured["loss"],
+        **{k: v for k, v in measured.items() if k.endswith("_acc")},
+        "pgd_acc": pgd_acc,
+        **({"train_eps": measured["train_eps"]} if "train_eps" in measured else {}),
+        "train_seconds": round(train_s, 4),
+        "snapshot_seconds": round(measured["snapshot_seconds"], 4),
+        "images_per_s": round(len(data.y_train) / train_s, 1) if train_s > 0 else math.inf,
+    }
+    rows.append(row)
+    payload = {"model": model.state_dict(), "epoch": epoch, "model_spec": spec}
+    if should_checkpoint(cfg, epoch):
+        checkpoints.save(checkpoints.checkpoint_path(run.dir, epoch), payload)
+    run.write_metrics(rows)
+    checkpoints.save(checkpoints.last_path(run.dir), {**payload, "optimizer": opt.state_dict()})
+    # with last_epoch, in one write: an epoch's warning is recorded exactly when the epoch is
+    _record_warnings(run, cfg, row, data.n_classes, last_epoch=epoch)
+    log.info(
+        "%s epoch %d: loss %.4f test %.4f pgd %.4f (%.0f img/s)",
+        run.dir.name,
+        epoch,
+        row["loss"],
+        row.get("test_acc", float("nan")),
+        pgd_acc,
+        row["images_per_s"],
+    )
 
 
 def train(
@@ -237,46 +366,14 @@ def train(
         log.info("run %s is complete; nothing to do", run.dir.name)
         return run
     data = load_run_dataset(cfg)
-    spec = model_spec(cfg, data)
-    torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = build_model(cfg.model.name, data.n_classes, spec["in_channels"], data.mean, data.std, cfg.model.width).to(
-        device
-    )
+    model, spec = initial_model(cfg, data, device)
     if dist.enabled and device.type == "cuda":
         # BatchNorm over the global batch, as one process (SyncBatchNorm refuses CPU tensors, so
         # gloo runs keep per-shard statistics); the parameters and buffers are the same tensors
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-        nesterov=cfg.optim.nesterov,
-    )
-    start = 0
-    rows = run.metrics()
-    if checkpoints.last_path(run.dir).is_file():
-        state = checkpoints.load(checkpoints.last_path(run.dir))
-        checkpoints.check_spec(state["model_spec"], spec, str(checkpoints.last_path(run.dir)))
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"])
-        log.info("resuming %s after epoch %d", run.dir.name, start)
-    rows = [r for r in rows if int(r["epoch"]) <= start]
-    splits = data.splits()
-    if dist.is_main:
-        for split in splits:
-            write_labels(run.dir, split, data.split(split)[1].numpy())
-        run.update_meta(
-            status="running",
-            reason=None,
-            device=str(device),
-            world_size=dist.world,
-            started=time.time(),
-            last_epoch=start,
-        )
-        for row in rows:  # a kill between an epoch's trainer state and its meta.json: its warning
-            _record_warnings(run, cfg, row, data.n_classes)
+    opt = new_optimizer(cfg, model.parameters())
+    start = resume_state(run, model, opt, spec)
+    rows = begin(run, cfg, data, device, start, dist.world) if dist.is_main else []
     train_model = perf.prepare(model, cfg.perf)  # compiled (or eager) module sharing model's parameters
     if dist.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -290,8 +387,6 @@ def train(
     objective = build_objective(cfg, run, data, device)
     if dist.is_main:
         dist.barrier()
-    mon_idx = monitor_subset(len(data.y_test), cfg.monitor.pgd_n)
-    x_mon, y_mon = data.x_test[mon_idx], data.y_test[mon_idx]
     n, bs = len(y_train), cfg.optim.batch_size
     show = sys.stderr.isatty() if progress is None else progress
     batches_done = 0
@@ -355,53 +450,20 @@ def train(
         t1 = time.perf_counter()
         loss_total = float(dist.sum(loss_sum))
         dist.broadcast_buffers(model)  # BatchNorm: every rank snapshots with rank 0's (the checkpoint's) statistics
-        accs = {}
-        for split in splits:
-            x, y = data.split(split)
-            a, b = dist.shard(len(y))
-            logits = dist.gather_rows(predict_logits(model, x[a:b], cfg.monitor.eval_batch_size, device), len(y))
-            finite = np.isfinite(logits).all(axis=1)
-            if not finite.all():
-                what = f"non-finite logits on {int((~finite).sum())} of {len(y)} {split} images"
-                raise _diverged(run, epoch, what, dist.is_main)
-            if dist.is_main and stores_logits(cfg, epoch):
-                write_logits(run.dir, split, epoch, logits, cfg.store.logits_dtype)
-            accs[f"{split}_acc"] = float((logits.argmax(1) == y.numpy()).mean())
-        snapshot_s = time.perf_counter() - t1
+        accs = snapshot(run, cfg, model, data, epoch, device, dist)
         if not dist.is_main:
             dist.barrier()  # rank 0 measures, checkpoints and records the epoch
             continue
-        pgd_acc = pgd_accuracy(model, x_mon, y_mon, cfg, device)
-        model.train()
         row = {
-            "epoch": epoch,
             "lr": lr,
             "loss": loss_total / n,
             **accs,
-            "pgd_acc": pgd_acc,
             **({"train_eps": train_attack.eps} if train_attack is not None else {}),
-            "train_seconds": round(train_s, 4),
-            "snapshot_seconds": round(snapshot_s, 4),
-            "images_per_s": round(n / train_s, 1) if train_s > 0 else math.inf,
+            "train_seconds": train_s,
+            "snapshot_seconds": time.perf_counter() - t1,
         }
-        rows.append(row)
-        payload = {"model": model.state_dict(), "epoch": epoch, "model_spec": spec}
-        if should_checkpoint(cfg, epoch):
-            checkpoints.save(checkpoints.checkpoint_path(run.dir, epoch), payload)
-        run.write_metrics(rows)
-        checkpoints.save(checkpoints.last_path(run.dir), {**payload, "optimizer": opt.state_dict()})
-        # with last_epoch, in one write: an epoch's warning is recorded exactly when the epoch is
-        _record_warnings(run, cfg, row, data.n_classes, last_epoch=epoch)
+        record_epoch(run, cfg, model, opt, spec, data, rows, epoch, row, device)
         dist.barrier()
-        log.info(
-            "%s epoch %d: loss %.4f test %.4f pgd %.4f (%.0f img/s)",
-            run.dir.name,
-            epoch,
-            row["loss"],
-            accs.get("test_acc", float("nan")),
-            pgd_acc,
-            row["images_per_s"],
-        )
     if dist.is_main:
         run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
     dist.barrier()
