@@ -38,6 +38,7 @@ TINY: dict[str, Any] = {
         "temperature": 4.0,
         "passes": 1,
         "sweep_seeds": [0],
+        "batched": "auto",
         "set": {},
     },
     "analysis": {"epoch": None},

@@ -52,6 +52,10 @@ def test_run_passes_counted_by_hand():
     assert run_passes(at, shape) == pytest.approx(200 * (100 * 11 + 130 * FORWARD + monitor))
     kd = run_preset("cifar10-paper", method="distill", epochs=3, **{"distill.teacher": "t", "distill.passes": 8})
     assert run_passes(kd, shape) == pytest.approx(3 * (100 + 130 * FORWARD + monitor) + 8 * 100 * FORWARD)
+    # a lean student: 20 epochs, logits every 5th (snapshots on 2, the collapse check's, and on
+    # 5, 10, 15, 20; checkpoint_every 20 keeps only the last), the PGD monitor on 10 and 20
+    lean = kd.with_overrides({"epochs": 20, "store.logits_every": 5, "monitor.pgd_every": 10, "distill.passes": 1})
+    assert run_passes(lean, shape) == pytest.approx(20 * 100 + 5 * 130 * FORWARD + 2 * monitor + 100 * FORWARD)
 
 
 def test_eval_passes_are_the_attacks_upper_bounds():

@@ -24,6 +24,7 @@ from plan_helpers import (
     run_plan,
 )
 
+from logitscope.config import ConfigError, RunConfig
 from logitscope.plan.graph import Plan, Stage, build_plan, describe, execute, reproduce, resolve_preset, run_stage
 from logitscope.store.runs import Run
 
@@ -362,3 +363,25 @@ def test_a_damaged_marker_or_failure_record_is_not_trusted(tmp_path):
     plan.failure_marker("b").parent.mkdir(parents=True, exist_ok=True)
     plan.failure_marker("b").write_text("{cut")
     assert plan.failure("b") is None
+
+
+def test_batched_students_train_as_one_stage_per_seed_then_each_finds_its_run(chosen_copy, tiny_preset):
+    out = chosen_copy
+    plan = build_plan(resolve_preset(str(tiny_preset), ["distill.batched=always"], None), out)
+    batch = plan.stages["distill-batch-s0"]
+    students = [f"distill-{t}-s0" for t in ("normal", "fix1-permute", "fix1-average", "correct-fix1", "hybrid")]
+    ids = [RunConfig.from_dict(plan.stages[s].params["config"]).run_id for s in students]
+    assert [RunConfig.from_dict(c).run_id for c in batch.params["configs"]] == ids
+    assert all("distill-batch-s0" in plan.stages[s].deps for s in students)
+    assert "distill-batch-sweep-s0" in plan.stages["distill-sweep-e1-kl-s0"].deps
+    ran = run_plan(tiny_preset, out, ("distill.batched=always",), only=["distill"])
+    assert ran.index("distill-batch-s0") < min(ran.index(s) for s in students)
+    done = json.loads((out / "plan" / "done" / "distill-batch-s0.json").read_text())["result"]
+    assert len(done["complete"]) == len(students) and "error" not in done
+    for s in students:  # each student's own stage found its run complete: one epoch, trained once
+        run = Run(out / "runs" / json.loads((out / "plan" / "done" / f"{s}.json").read_text())["result"]["run_id"])
+        assert run.complete and [int(r["epoch"]) for r in run.metrics()] == [1]
+    never = build_plan(resolve_preset(str(tiny_preset), ["distill.batched=never"], None), out)
+    assert not [s for s in never.stages if "batch" in s]
+    with pytest.raises(ConfigError, match="distill.batched='sometimes': expected one of auto, always, never"):
+        build_plan(resolve_preset(str(tiny_preset), ["distill.batched=sometimes"], None), out)

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +155,20 @@ def analyze_models(
     n_dichotomies: int = 50,
     seed: int = 0,
     device: str = "cpu",
+    simulate_models: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Figure 5 and A.8 for labelled models ``{label: (run folder, epoch or None)}``.
 
     The same P exemplar test images (balanced over classes) serve every model; each model's
-    M points per ball are adversarial for that model.
+    M points per ball are adversarial for that model. ``simulate_models``: the labels whose
+    simulated capacity (figure A.8) is computed (None: every model's, when ``simulate``).
     """
+    unknown = sorted(set(simulate_models or ()) - set(runs))
+    if unknown:
+        raise ValueError(
+            f"manifolds.simulate_models: {unknown[0]!r} is not a model here: expected some of {sorted(runs)}"
+        )
+    simulated = [label for label in runs if simulate and (simulate_models is None or label in simulate_models)]
     from logitscope.report.figures_manifolds import fig5_geometry, figA8_capacity
     from logitscope.training.engine import load_run_dataset
 
@@ -181,7 +190,7 @@ def analyze_models(
         results[label] = {
             "run": run.dir.name,
             "epoch": run.resolve_epoch(epoch),
-            "layers": layer_geometry(acts, n_t, seed, simulate, n_dichotomies),
+            "layers": layer_geometry(acts, n_t, seed, label in simulated, n_dichotomies),
             "layer_order": list(acts),  # input to logits (the JSON's keys are sorted)
         }
         log.info(
@@ -190,7 +199,7 @@ def analyze_models(
             {k: round(v["capacity"], 3) if v["defined"] else "undefined" for k, v in results[label]["layers"].items()},
         )
     figures = {"fig5": str(fig5_geometry(results, out / "fig5.png"))}
-    if simulate:
+    if simulated:
         figures["figA8"] = str(figA8_capacity(results, out / "figA8.png"))
     note = undefined_note(results)
     summary = {
@@ -199,6 +208,9 @@ def analyze_models(
         "m": n_points,
         "n_t": n_t,
         "kind": kind,
+        "simulate": bool(simulated),
+        "n_dichotomies": n_dichotomies if simulated else None,
+        "simulated_models": simulated,
         "exemplars": idx.tolist(),
         "models": results,
         "undefined": undefined_layers(results),
@@ -209,6 +221,12 @@ def analyze_models(
         f"P = {n_manifolds} exemplar test images, M = {n_points} {kind} points in "
         f"each L-inf ball of radius {eps:.4g}; MFTMA with n_t = {n_t}."
     )
+    if simulated:
+        text += (
+            f" Simulated capacity (figure A.8) of the {', '.join(simulated)}: P / N_c, N_c the number of random "
+            f"projections at which half of {n_dichotomies} random balanced dichotomies are linearly separable "
+            "(exact LPs, bisection on N)."
+        )
     if note:
         text += "\nMFTMA is undefined at (no measures; left out of the figures and claims):\n" + note
     atomic_write_text(out / "summary.txt", text)

@@ -78,12 +78,17 @@ def cifar_shape(
 
 
 def run_passes(cfg: RunConfig, shape: DataShape) -> float:
-    """Image passes of one training or distillation run (module docstring)."""
+    """Image passes of one training or distillation run (module docstring): training every
+    epoch, the logit snapshot on the epochs that take one, the PGD monitor on its epochs."""
+    from logitscope.training.engine import monitors_pgd, takes_snapshot
+
     attack = cfg.attack.steps if cfg.objective == "pgd-at" else 0
+    epochs = range(1, cfg.epochs + 1)
     monitor = min(cfg.monitor.pgd_n, shape.n_test) * (cfg.monitor.pgd_steps + FORWARD)
-    epoch = shape.n_train * (1 + attack) + shape.n_images * FORWARD + monitor
+    snapshots = sum(takes_snapshot(cfg, e) for e in epochs) * shape.n_images * FORWARD
+    monitors = sum(monitors_pgd(cfg, e) for e in epochs) * monitor
     targets = cfg.distill.passes * shape.n_train * FORWARD if cfg.objective == "distill" else 0.0
-    return cfg.epochs * epoch + targets
+    return cfg.epochs * shape.n_train * (1 + attack) + snapshots + monitors + targets
 
 
 def eval_passes(params: dict[str, Any], n_test: int, n_val: int) -> float:

@@ -59,8 +59,10 @@ class LocalExecutor:
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"))
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        for stage in ready:
-            if stage.name not in self._inflight:
+        # one stage per free worker, the most urgent first; the rest wait for the next call (a
+        # stage queued inside the pool could not be overtaken by a more urgent one)
+        for stage in plan.by_urgency([s for s in ready if s.name not in self._inflight]):
+            if len(self._inflight) < self.jobs:
                 log.info("start %s", stage.name)
                 out = str(plan.out.resolve())
                 fut = self._pool.submit(timed_run_stage, out, stage.fn, stage.params, threads, stage.name)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from logitscope.config import RunConfig, run_preset
+from logitscope.config import ConfigError, RunConfig, run_preset
 from logitscope.plan import preflight
 from logitscope.plan.preset import apply_preset_overrides, load_preset
 from logitscope.plan.progress import Progress
@@ -38,9 +38,21 @@ from logitscope.store.errors import DamagedFileError, read_json
 log = logging.getLogger(__name__)
 
 STAGE_KINDS = ("train", "distill", "evaluate", "choose", "analyze", "manifolds", "theory", "report")
+# Which ready stage a free worker takes first, by kind: the longest first (on the digits
+# preset the manifold stage takes about 90 s and starts only once its students are done, an
+# AT run about 55 s, a student 12 s, an evaluation 1-6 s), so that no long stage starts last.
+URGENCY = ("manifolds", "train", "distill", "theory", "evaluate", "analyze", "choose", "report")
 # Section 3's cross-check: preset model key -> the report's label.
 CROSSCHECK_MODELS = {"st": "ST", "at": "AT teacher", "normal": "normal student"}
 CROSSCHECK_PROTOCOLS = ("autoattack", "odi")
+# Figure 5's models beside the ST and AT teachers: student tag -> the report's label.
+MANIFOLD_STUDENTS = {
+    "normal": "normal student",
+    "fix1-average": "fix-1 (avg) student",
+    "correct-fix1": "correct-fix-1 student",
+    "hybrid": "hybrid student",
+}
+MANIFOLD_MODELS = ("ST teacher", "AT teacher", *MANIFOLD_STUDENTS.values())
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,9 @@ class Plan:
             missing = [d for d in s.deps if d not in keyed]
             if missing:
                 raise ValueError(f"stage {s.name} depends on {missing[0]}, which is not defined before it")
-            dep_keys = [keyed[d].key for d in s.deps if keyed[d].kind != "choose"]
+            # a decision enters through its value (the stage's params); a batch stage only
+            # speeds up runs that are what they are however trained (their ids say so)
+            dep_keys = [keyed[d].key for d in s.deps if keyed[d].kind != "choose" and keyed[d].fn != BATCH_FN]
             keyed[s.name] = Stage(**{**s.__dict__, "key": _key(s, dep_keys)})
         self.stages = keyed
         self.pending = pending
@@ -88,6 +102,21 @@ class Plan:
 
     def marker(self, name: str) -> Path:
         return self.out / "plan" / "done" / f"{name}.json"
+
+    def by_urgency(self, ready: list[Stage]) -> list[Stage]:
+        """``ready`` in the order a worker that frees up should take them: first what a pending
+        decision waits on (the teacher choice: every student waits on it), then the longest
+        kinds (`URGENCY`: the manifold stage, run last, is the longest), then plan order."""
+        gating: set[str] = set()
+        stack = [name for name in self.waits_on if name in self.stages]
+        while stack:
+            name = stack.pop()
+            if name not in gating:
+                gating.add(name)
+                stack.extend(self.stages[name].deps)
+        rank = {kind: i for i, kind in enumerate(URGENCY)}
+        order = {name: i for i, name in enumerate(self.stages)}
+        return sorted(ready, key=lambda s: (s.name not in gating, rank.get(s.kind, len(rank)), order.get(s.name, 0)))
 
     def pending_for(self, only: list[str] | None) -> list[str]:
         """The pending groups that concern a run of the kinds in ``only`` (None: all)."""
@@ -416,6 +445,15 @@ def build_plan(
         )
         return name
 
+    def add_batch(name: str, cfgs: list[RunConfig], deps: tuple[str, ...]) -> tuple[str, ...]:
+        """A stage training ``cfgs`` as one batch (`logitscope.training.batched`) that each of
+        their own stages then finds complete; none when batching is off."""
+        if len(cfgs) < 2 or not batches(preset, cfgs[0]):
+            return ()
+        params = {"configs": [c.to_dict() for c in cfgs]}
+        stages.append(Stage(name, "distill", BATCH_FN, params, deps, gpu=True))
+        return (name,)
+
     def add_eval(run_stage: str, cfg: RunConfig, epoch: int, split: str = "test") -> str:
         """The paper protocol on ``split`` (val: ``eval-val-<stage>-e<epoch>``, its own records)."""
         name = f"eval-{run_stage}-e{epoch}" if split == "test" else f"eval-{split}-{run_stage}-e{epoch}"
@@ -423,6 +461,9 @@ def build_plan(
         stages.append(Stage(name, "evaluate", "logitscope.plan.stages:evaluate_stage", params, (run_stage,), gpu=True))
         return name
 
+    bad = sorted(set(preset["manifolds"].get("simulate_models") or ()) - set(MANIFOLD_MODELS))
+    if bad:
+        raise ConfigError(f"manifolds.simulate_models: {bad[0]!r}: expected some of {', '.join(MANIFOLD_MODELS)}")
     seeds = list(preset["seeds"])
     st = {s: _run_config(preset, "st", s, data_dir) for s in seeds}
     at = {s: _run_config(preset, "at", s, data_dir) for s in seeds}
@@ -442,20 +483,24 @@ def build_plan(
     rule = teacher.get("fixed_epoch") is None
     sweep: dict[str, dict[str, Any]] = {}
     for s in preset["distill"]["sweep_seeds"]:
-        for te in teacher["epochs"]:
-            for loss in ("l1", "kl"):
-                cfg = _student_config(preset, at[s], out, s, data_dir, te, loss=loss, tag=f"sweep-e{te}-{loss}")
-                name = add_train(f"distill-sweep-e{te}-{loss}-s{s}", cfg, (f"train-at-s{s}",), kind="distill")
-                sweep[name] = {
-                    "eval": add_eval(name, cfg, cfg.epochs),
-                    "run_id": cfg.run_id,
-                    "epoch": cfg.epochs,
-                    "teacher_epoch": te,
-                    "loss": loss,
-                    "seed": s,
-                }
-                if rule and loss == preset["distill"]["loss"]:
-                    sweep[name]["val_eval"] = add_eval(name, cfg, cfg.epochs, split="val")
+        grid = [(te, loss) for te in teacher["epochs"] for loss in ("l1", "kl")]
+        cfgs = {
+            key: _student_config(preset, at[s], out, s, data_dir, key[0], loss=key[1], tag=f"sweep-e{key[0]}-{key[1]}")
+            for key in grid
+        }
+        batch = add_batch(f"distill-batch-sweep-s{s}", list(cfgs.values()), (f"train-at-s{s}",))
+        for (te, loss), cfg in cfgs.items():
+            name = add_train(f"distill-sweep-e{te}-{loss}-s{s}", cfg, (f"train-at-s{s}", *batch), kind="distill")
+            sweep[name] = {
+                "eval": add_eval(name, cfg, cfg.epochs),
+                "run_id": cfg.run_id,
+                "epoch": cfg.epochs,
+                "teacher_epoch": te,
+                "loss": loss,
+                "seed": s,
+            }
+            if rule and loss == preset["distill"]["loss"]:
+                sweep[name]["val_eval"] = add_eval(name, cfg, cfg.epochs, split="val")
     choose_deps = tuple(v["val_eval"] for v in sweep.values() if "val_eval" in v)
     stages.append(
         Stage(
@@ -491,10 +536,25 @@ def build_plan(
         variants += [("correct-fix1", {"transform": "correct-fix-1", "k": 1}), ("hybrid", {"transform": "hybrid"})]
         for s in d["seeds"]:
             ts = seeds[s % len(seeds)]
+            cfgs = {
+                tag: _student_config(
+                    preset,
+                    at[ts],
+                    out,
+                    s,
+                    data_dir,
+                    chosen,
+                    hybrid=st[ts] if kw.get("transform") == "hybrid" else None,
+                    tag=tag,
+                    **kw,
+                )
+                for tag, kw in variants
+            }
+            batch_deps = ("choose-teacher", f"train-at-s{ts}", f"train-st-s{ts}")
+            batch = add_batch(f"distill-batch-s{s}", list(cfgs.values()), batch_deps)
             for tag, kw in variants:
-                hybrid = st[ts] if kw.get("transform") == "hybrid" else None
-                cfg = _student_config(preset, at[ts], out, s, data_dir, chosen, hybrid=hybrid, tag=tag, **kw)
-                deps = ("choose-teacher", f"train-at-s{ts}") + ((f"train-st-s{ts}",) if hybrid else ())
+                cfg, hybrid = cfgs[tag], kw.get("transform") == "hybrid"
+                deps = ("choose-teacher", f"train-at-s{ts}") + ((f"train-st-s{ts}",) if hybrid else ()) + batch
                 name = add_train(f"distill-{tag}-s{s}", cfg, deps, kind="distill")
                 add_eval(name, cfg, cfg.epochs)
                 students.setdefault(tag, []).append((name, cfg))
@@ -529,12 +589,7 @@ def build_plan(
     if chosen is not None:
         s0 = seeds[0]
         models = {"ST teacher": (st[s0], None, f"train-st-s{s0}"), "AT teacher": (at[s0], chosen, f"train-at-s{s0}")}
-        for tag, label in (
-            ("normal", "normal student"),
-            ("fix1-average", "fix-1 (avg) student"),
-            ("correct-fix1", "correct-fix-1 student"),
-            ("hybrid", "hybrid student"),
-        ):
+        for tag, label in MANIFOLD_STUDENTS.items():
             if tag in students:
                 name, cfg = students[tag][0]
                 models[label] = (cfg, None, name)
@@ -552,6 +607,7 @@ def build_plan(
                     "max_features": mf["max_features"],
                     "simulate": mf.get("simulate", True),
                     "n_dichotomies": mf.get("n_dichotomies", 50),
+                    **({"simulate_models": mf["simulate_models"]} if mf.get("simulate_models") else {}),
                 },
                 tuple(n for _, _, n in models.values()),
                 gpu=True,
@@ -600,6 +656,30 @@ def build_plan(
 
 
 # -- running it ----------------------------------------------------------------------------
+
+
+BATCHED = ("auto", "always", "never")
+BATCH_FN = "logitscope.plan.stages:train_batched_stage"
+
+
+def batches(preset: dict[str, Any], student: RunConfig) -> bool:
+    """Whether the plan trains the students of one seed as one batch (``distill.batched``):
+    "never"; "always" (for a model without BatchNorm, which batched training refuses); or
+    "auto": that, on CUDA only, where a small student cannot fill the device (on CPU cores it
+    is compute-bound, and two workers training two students at once use the cores as well as
+    one batch: `logitscope.training.batched`)."""
+    from logitscope.training.batched import batchable_model
+
+    mode = preset["distill"].get("batched", "auto")
+    if mode not in BATCHED:
+        raise ConfigError(f"distill.batched={mode!r}: expected one of {', '.join(BATCHED)}")
+    if mode == "never" or not batchable_model(student):
+        return False
+    if mode == "auto":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return True
 
 
 def _prune_failures(plan: Plan) -> None:

@@ -105,10 +105,9 @@ def run_store_bytes(cfg: RunConfig, n_images: int, n_classes: int, numel: int, n
 
 
 def run_configs(plan: Plan) -> dict[str, RunConfig]:
-    """The run config of every training and distillation stage of ``plan``."""
-    return {
-        n: RunConfig.from_dict(s.params["config"]) for n, s in plan.stages.items() if s.kind in ("train", "distill")
-    }
+    """The run config of every training and distillation stage of ``plan`` (a batch stage's
+    runs are each their own stage's as well)."""
+    return {n: RunConfig.from_dict(s.params["config"]) for n, s in plan.stages.items() if "config" in s.params}
 
 
 def project_store(preset: dict[str, Any], out: Path, data_dir: str | None, data: Any) -> StoreProjection:

@@ -38,6 +38,22 @@ def train_stage(out: Path, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def train_batched_stage(out: Path, configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Train runs of one data stream as one batch. Never fails on a run's account: a run that
+    diverged is recorded in its own folder, and whatever stops the batch is logged; each run's
+    own stage (which depends on this one) then finds it complete or trains it alone, failing
+    with its own reason."""
+    from logitscope.training.batched import train_batched
+
+    cfgs = [RunConfig.from_dict(c) for c in configs]
+    try:
+        runs = train_batched(cfgs, out=runs_dir(out), resume=True)
+    except Exception as exc:  # noqa: BLE001 - the runs' own stages retry them one at a time
+        log.warning("batched training stopped (%s: %s); each run trains alone", type(exc).__name__, exc)
+        return {"run_ids": [c.run_id for c in cfgs], "complete": [], "error": f"{type(exc).__name__}: {exc}"}
+    return {"run_ids": [r.dir.name for r in runs], "complete": [r.dir.name for r in runs if r.complete]}
+
+
 def evaluate_stage(
     out: Path,
     run_id: str,
@@ -179,6 +195,7 @@ def manifolds_stage(
     max_features: int,
     simulate: bool = True,
     n_dichotomies: int = 50,
+    simulate_models: list[str] | None = None,
 ) -> dict[str, Any]:
     from logitscope.manifolds.pipeline import analyze_models
 
@@ -193,6 +210,7 @@ def manifolds_stage(
         out_dir=Path(out) / "manifolds",
         simulate=simulate,
         n_dichotomies=n_dichotomies,
+        simulate_models=simulate_models,
     )
     return {"figures": sorted(result.get("figures", {}))}
 

@@ -535,7 +535,13 @@ def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None)
                 "figA8",
                 "figA8",
                 "Figure A.8: MFTMA capacity against simulated capacity",
-                caption,
+                caption
+                + (
+                    f"; simulated capacity from {manifolds['n_dichotomies']} random dichotomies per projection size, "
+                    f"every layer of the {', '.join(manifolds.get('simulated_models') or ['models'])}"
+                    if manifolds.get("n_dichotomies")
+                    else ""
+                ),
                 simulate_off,
                 failed,
             ),

@@ -69,6 +69,20 @@ class _Member:
     rows: list[dict] | None = None
 
 
+def batchable_model(cfg: RunConfig) -> bool:
+    """Whether ``cfg``'s model can train batched: a built-in model without BatchNorm."""
+    from logitscope.models import MODELS, build_model
+
+    if cfg.model.name not in MODELS:
+        return False
+    model = build_model(cfg.model.name, 10, 3, (0.0,) * 3, (1.0,) * 3, cfg.model.width)
+    return not _has_batchnorm(model)
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def _alone_reason(members: Sequence[_Member]) -> str | None:
     """Why these runs cannot train as one batch, or None."""
     if len(members) < 2:
@@ -77,7 +91,7 @@ def _alone_reason(members: Sequence[_Member]) -> str | None:
         return "a data-parallel launch"
     if members[0].cfg.perf != PerfConfig():
         return f"perf settings {members[0].cfg.perf} (batched training runs eager fp32)"
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in members[0].model.modules()):
+    if _has_batchnorm(members[0].model):
         return "a model with BatchNorm"
     starts = sorted({m.start for m in members})
     if len(starts) > 1:
@@ -268,4 +282,4 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device) ->
         m.run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
 
 
-__all__ = ["group_key", "train_batched"]
+__all__ = ["batchable_model", "group_key", "train_batched"]

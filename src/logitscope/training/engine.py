@@ -299,7 +299,9 @@ def record_epoch(
     holds what training measured (lr, loss, accuracies, seconds)."""
     mon_idx = monitor_subset(len(data.y_test), cfg.monitor.pgd_n)
     x_mon, y_mon = data.x_test[mon_idx], data.y_test[mon_idx]
+    t0 = time.perf_counter()
     pgd_acc = pgd_accuracy(model, x_mon, y_mon, cfg, device) if monitors_pgd(cfg, epoch) else math.nan
+    pgd_s = time.perf_counter() - t0
     model.train()
     train_s, measured = row["train_seconds"], dict(row)
     row = {
@@ -311,6 +313,7 @@ def record_epoch(
         **({"train_eps": measured["train_eps"]} if "train_eps" in measured else {}),
         "train_seconds": round(train_s, 4),
         "snapshot_seconds": round(measured["snapshot_seconds"], 4),
+        "pgd_seconds": round(pgd_s, 4),
         "images_per_s": round(len(data.y_train) / train_s, 1) if train_s > 0 else math.inf,
     }
     rows.append(row)
