@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def batched_speedup(out: Path, overrides: list[str], epochs: int) -> dict[str, f
     from logitscope.training.batched import train_batched
 
     torch.set_num_threads(1)
+    logging.getLogger("logitscope").setLevel(logging.ERROR)  # 3-epoch students warn that they barely learn
     plan = build_plan(resolve_preset("digits", overrides, None), out)
     cfgs = [
         s.params["config"]

@@ -198,3 +198,23 @@ def test_analyze_models_says_where_mftma_is_undefined(tmp_path, tiny_config):
     text = (out / "summary.txt").read_text()
     assert f"logits (every model): {reason}" in text and "MFTMA is undefined at" in text
     assert (out / "fig5.png").stat().st_size > 0
+
+
+def test_simulated_capacity_only_for_the_models_asked(tmp_path, tiny_config):
+    """``simulate_models``: figure A.8's simulated capacity for those labels only, said in the
+    summary; an unknown label is a one-line error naming it."""
+    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.training.engine import train
+
+    run = train(tiny_config("st", epochs=1), out=tmp_path / "runs", progress=False)
+    models = {"ST teacher": (run.dir, None), "AT teacher": (run.dir, None)}
+    common = {"n_manifolds": 12, "n_points": 4, "n_t": 20, "max_features": 40, "n_dichotomies": 3}
+    summary = analyze_models(models, 0.1, out_dir=tmp_path / "m", simulate_models=["AT teacher"], **common)
+    at, st = (summary["models"][k]["layers"] for k in ("AT teacher", "ST teacher"))
+    assert all("simulated_capacity" in v for v in at.values())
+    assert not any("simulated_capacity" in v for v in st.values())
+    assert summary["simulated_models"] == ["AT teacher"] and summary["n_dichotomies"] == 3
+    assert "Simulated capacity (figure A.8) of the AT teacher" in (tmp_path / "m" / "summary.txt").read_text()
+    assert (tmp_path / "m" / "figA8.png").is_file()
+    with pytest.raises(ValueError, match="'student' is not a model here"):
+        analyze_models(models, 0.1, out_dir=tmp_path / "m2", simulate_models=["student"], **common)

@@ -65,10 +65,10 @@ def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
         assert {s.name for s in plan.select(["report"])} == set(plan.stages), name
         if at_teacher:
             assert {s.name for s in plan.select(["analyze"])} == {s.name for s in plan.select(["choose"])}, name
-    # digits: 3 seeds; a sweep of 3 seeds x 4 teacher epochs x 2 losses (24 students, 24
-    # evaluations, 12 validation ones), 2 cross-checks of the ST run, 4 more (choose, analyze,
+    # digits: 3 seeds; a sweep of 3 seeds x 3 teacher epochs x 2 losses (18 students, 18
+    # evaluations, 9 validation ones), 2 cross-checks of the ST run, 4 more (choose, analyze,
     # theory, report)
-    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 24 + 12 + 2 + 4
+    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 18 + 9 + 2 + 4
     assert not (tmp_path / "plan").exists()  # building a plan writes nothing
 
 
@@ -318,3 +318,9 @@ def test_yaml_file_values_are_type_checked(tmp_path, section, key, value, expect
     preset[section][key] = load_preset("digits")[section][key]
     path.write_text(yaml.safe_dump(preset))
     assert load_preset(str(path))[section][key] == load_preset("digits")[section][key]
+
+
+def test_simulate_models_must_name_figure_5s_models(tmp_path):
+    preset = resolve_preset("digits", ["manifolds.simulate_models=[ST teacher, my student]"], None)
+    with pytest.raises(ConfigError, match="manifolds.simulate_models: 'my student': expected some of ST teacher"):
+        build_plan(preset, tmp_path)
