@@ -12,7 +12,7 @@ Prints, from the output folder's stage markers and run metrics:
   snapshots, the PGD monitor, and the rest (teacher targets, checkpoints, setup); within
   evaluations: the paper protocol (APGD-CE + APGD-DLR) and the section-3 cross-checks;
 - the critical path's share: wall time against stage-seconds / workers;
-- batched (`logitscope.training.batched`) against one-at-a-time training of the students of
+- batched (`logitscope.distill.batched`) against one-at-a-time training of the students of
   seed 0 (the preset's variants from the chosen teacher, ``--batch-epochs`` epochs each),
   timed back to back in this process with one torch thread per core used.
 
@@ -97,8 +97,8 @@ def batched_speedup(out: Path, overrides: list[str], epochs: int) -> dict[str, f
     import torch
 
     from logitscope import train
+    from logitscope.distill.batched import train_batched
     from logitscope.plan.graph import build_plan, resolve_preset
-    from logitscope.training.batched import train_batched
 
     torch.set_num_threads(1)
     logging.getLogger("logitscope").setLevel(logging.ERROR)  # 3-epoch students warn that they barely learn

@@ -446,7 +446,7 @@ def build_plan(
         return name
 
     def add_batch(name: str, cfgs: list[RunConfig], deps: tuple[str, ...]) -> tuple[str, ...]:
-        """A stage training ``cfgs`` as one batch (`logitscope.training.batched`) that each of
+        """A stage training ``cfgs`` as one batch (`logitscope.distill.batched`) that each of
         their own stages then finds complete; none when batching is off."""
         if len(cfgs) < 2 or not batches(preset, cfgs[0]):
             return ()
@@ -667,8 +667,8 @@ def batches(preset: dict[str, Any], student: RunConfig) -> bool:
     "never"; "always" (for a model without BatchNorm, which batched training refuses); or
     "auto": that, on CUDA only, where a small student cannot fill the device (on CPU cores it
     is compute-bound, and two workers training two students at once use the cores as well as
-    one batch: `logitscope.training.batched`)."""
-    from logitscope.training.batched import batchable_model
+    one batch: `logitscope.distill.batched`)."""
+    from logitscope.distill.batched import batchable_model
 
     mode = preset["distill"].get("batched", "auto")
     if mode not in BATCHED:

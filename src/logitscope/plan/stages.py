@@ -43,7 +43,7 @@ def train_batched_stage(out: Path, configs: list[dict[str, Any]]) -> dict[str, A
     diverged is recorded in its own folder, and whatever stops the batch is logged; each run's
     own stage (which depends on this one) then finds it complete or trains it alone, failing
     with its own reason."""
-    from logitscope.training.batched import train_batched
+    from logitscope.distill.batched import train_batched
 
     cfgs = [RunConfig.from_dict(c) for c in configs]
     try:

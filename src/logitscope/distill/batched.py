@@ -8,7 +8,7 @@ batch. Each run keeps its own loss, gradient clipping, SGD step, divergence chec
 snapshot, PGD monitor, checkpoints and records, written by the engine's own functions: each
 run folder is what `logitscope.training.engine.train` writes for that run alone, up to float
 rounding (a vmapped convolution is a grouped one, whose sums run in another order;
-``tests/training/test_batched.py`` checks batched runs against one-at-a-time ones). A run
+``tests/distill/test_batched.py`` checks batched runs against one-at-a-time ones). A run
 that diverges is marked failed and leaves the group; the others go on.
 
 Where it pays: where a small model cannot fill the device, i.e. on a GPU, where a digits
@@ -39,6 +39,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from logitscope.config import PerfConfig, RunConfig
 from logitscope.data import Augment, Dataset
+from logitscope.distill import pipeline
 from logitscope.distill.losses import distill_loss
 from logitscope.store.runs import Run
 from logitscope.training import engine
@@ -136,11 +137,9 @@ def train_batched(configs: Sequence[RunConfig], out: str | os.PathLike = "runs",
         for m in members:
             engine.train(m.cfg, out=out, resume=True)
         return runs
-    from logitscope.distill.pipeline import prepare_targets
-
     for m in members:
         m.rows = engine.begin(m.run, m.cfg, data, device, m.start)
-        m.targets = torch.from_numpy(prepare_targets(m.cfg, m.run, data, device)).to(device)
+        m.targets = torch.from_numpy(pipeline.prepare_targets(m.cfg, m.run, data, device)).to(device)
     _train_group(members, data, device)
     return runs
 

@@ -8,9 +8,9 @@ import torch
 
 from logitscope import train
 from logitscope.distill import pipeline
+from logitscope.distill.batched import group_key, train_batched
 from logitscope.distill.pipeline import distill_config
 from logitscope.store import checkpoints
-from logitscope.training.batched import group_key, train_batched
 
 # One step from the same state: the batched gradients are each run's own up to float32
 # rounding (a vmapped convolution is a grouped one, whose sums run in another order): a few
@@ -69,8 +69,9 @@ def _deviation(b: dict, a: dict, start: dict) -> float:
 
 
 def test_one_batched_step_is_each_runs_own_step(students):
+    from logitscope.distill import batched
     from logitscope.distill.losses import distill_loss
-    from logitscope.training import batched, engine
+    from logitscope.training import engine
 
     cfgs = students[:4]
     data = engine.load_run_dataset(cfgs[0])
