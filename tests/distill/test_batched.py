@@ -177,3 +177,56 @@ def test_runs_of_different_streams_are_refused(students, tiny_config):
         train_batched([tiny_config("st")])
     assert group_key(tiny_config("st")) is None
     assert group_key(students[0]) == group_key(students[0].with_overrides(["distill.k=3", "name=x"]))
+
+
+def test_a_killed_batch_resumes_to_the_same_runs(students, tmp_path, monkeypatch):
+    """Killed in epoch 2: every run's last.pt holds epoch 1, and the rerun continues the batch
+    from there, bitwise as the uninterrupted batch. Killed between two runs' records of epoch
+    2: the runs stand at different epochs and each continues alone (as `train` would)."""
+    from logitscope.distill import batched
+    from logitscope.training import engine
+
+    group = students[:3]
+    whole = train_batched(group, out=tmp_path / "whole")
+    calls = {"n": 0}
+    real_loss = batched.distill_loss
+
+    def dying_loss(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 19 * len(group) + 5:  # 19 batches of 64 per epoch: in epoch 2
+            raise KeyboardInterrupt("killed (test)")
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(batched, "distill_loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_batched(group, out=tmp_path / "killed")
+    monkeypatch.setattr(batched, "distill_loss", real_loss)
+    assert {checkpoints.load(checkpoints.last_path(r.dir))["epoch"] for r in whole} == {2}
+    resumed = train_batched(group, out=tmp_path / "killed", resume=True)
+    for a, b in zip(whole, resumed, strict=True):
+        assert b.complete and [r["loss"] for r in b.metrics()] == [r["loss"] for r in a.metrics()]
+        for name, ref in _final(a).items():
+            assert torch.equal(_final(b)[name], ref), (b.dir.name, name)
+
+    real_record = engine.record_epoch
+    seen = {"n": 0}
+
+    def dying_record(run, cfg, *a, **k):
+        if a[5] == 2:  # epoch 2: the first run records it, the kill comes before the second
+            seen["n"] += 1
+            if seen["n"] == 2:
+                raise KeyboardInterrupt("killed between records (test)")
+        return real_record(run, cfg, *a, **k)
+
+    monkeypatch.setattr(engine, "record_epoch", dying_record)
+    with pytest.raises(KeyboardInterrupt):
+        train_batched(group, out=tmp_path / "split")
+    monkeypatch.setattr(engine, "record_epoch", real_record)
+    epochs = [checkpoints.load(checkpoints.last_path(tmp_path / "split" / c.run_id))["epoch"] for c in group]
+    assert epochs == [2, 1, 1]
+    split = train_batched(group, out=tmp_path / "split", resume=True)
+    data = engine.load_run_dataset(group[0])
+    start = engine.initial_model(group[0], data, torch.device("cpu"))[0].state_dict()
+    for a, b in zip(whole, split, strict=True):
+        assert b.complete and [int(r["epoch"]) for r in b.metrics()] == [1, 2]
+        assert _deviation(_final(b), _final(a), start) < RUN_RTOL
