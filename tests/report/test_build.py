@@ -168,3 +168,29 @@ def test_analysis_epoch_adds_the_st_row(store):
     build_report(out, **params, analysis_epoch=2)
     names = [r[0] for r in _csv(out / "report" / "tables" / "table1.csv")[1:]]
     assert names == ["ST", "ST (analysis epoch) (epoch 2)", "AT (last epoch)", "AT (teacher epoch) (epoch 2)"]
+
+
+def test_table3_sums_each_runs_measured_seconds(tmp_path):
+    """Per run: training steps, snapshots and the PGD monitor over every epoch (hand-made
+    metrics); the mean and sd over runs of a kind beside the paper's hours."""
+    from logitscope.config import run_preset
+    from logitscope.report.build import table3
+    from logitscope.store.runs import Run
+
+    def run(name: str, rows: list[tuple[float, float, float]]) -> str:
+        r = Run.create(tmp_path, run_preset("digits", name=name))
+        r.write_metrics(
+            [
+                {"epoch": e, "train_seconds": t, "snapshot_seconds": s, "pgd_seconds": p}
+                for e, (t, s, p) in enumerate(rows, 1)
+            ]
+        )
+        return r.dir.name
+
+    a = run("a", [(1.0, 0.5, 0.5), (2.0, 0.0, float("nan"))])  # a missing number counts as no time
+    b = run("b", [(3.0, 0.5, 0.5)])
+    table = table3(tmp_path, {"standard": [a, b], "pgd-at": [a], "distill": []})
+    assert table.rows[0][:2] == ["standard", "1.66 h"]
+    assert table.rows[0][2:] == ["4.0 s ± 0.0 s", "2"]
+    assert table.rows[1][2] == "4.0 s (n=1)"
+    assert table.rows[2][2] == "—" and table.rows[2][3] == "0"

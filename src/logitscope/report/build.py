@@ -306,9 +306,9 @@ def table3(runs: Path, all_ids: dict[str, list[str]]) -> Table:
         for rid in ids:
             if (runs / rid / "metrics.csv").is_file():
                 r = Run(runs / rid)
-                secs.append(
-                    sum(float(m.get("train_seconds", 0)) + float(m.get("snapshot_seconds", 0)) for m in r.metrics())
-                )
+                parts = ("train_seconds", "snapshot_seconds", "pgd_seconds")
+                values = (float(m.get(k) or 0) for m in r.metrics() for k in parts)
+                secs.append(sum(v for v in values if math.isfinite(v)))
         m, s = mean_sd(secs)
         rows.append(
             [
@@ -323,7 +323,8 @@ def table3(runs: Path, all_ids: dict[str, list[str]]) -> Table:
         "Table 3: wall time per training run",
         ["training", "paper (Titan Xp, CIFAR-10)", "this run", "runs"],
         rows,
-        note="this run: training plus logit snapshots, summed over epochs, on this machine",
+        note="this run: training steps, logit snapshots and the PGD monitor, summed over epochs, on this machine "
+        "(students trained as one batch: each its share of the batch's epochs)",
     )
 
 
@@ -647,7 +648,8 @@ def build_report(
     if crosscheck:
         dist.tables.append(crosscheck_table(rdir, crosscheck, failures))
     sections += [dist, _manifolds_section(out, manifolds, f_manifolds), _theory_section(out, theory, f_theory)]
-    all_ids = {"standard": runs["st"], "pgd-at": runs["at"], "distill": [i for v in students.values() for i in v]}
+    distilled = [i for v in students.values() for i in v] + [v["run_id"] for v in sweep.values()]
+    all_ids = {"standard": runs["st"], "pgd-at": runs["at"], "distill": list(dict.fromkeys(distilled))}
     sections.append(Section("compute", "Compute", "", [table3(rdir, all_ids)], [], []))
 
     evidence = load_evidence(
