@@ -169,6 +169,27 @@ def test_a_diverging_run_leaves_the_group_and_the_others_finish(students, tmp_pa
         assert _deviation(_final(b), _final(a), start) < RUN_RTOL
 
 
+def test_one_at_a_time_a_diverging_run_does_not_stop_the_others(students, tmp_path, monkeypatch):
+    """The fallback (here: runs resumed at different epochs) trains each run alone; one that
+    diverges is recorded failed and the next ones still train."""
+    from logitscope.training import engine
+
+    bad, behind, fresh = students[4], students[1], students[2]  # bad: transform none, L1
+    with pytest.raises(KeyboardInterrupt):  # killed after its first epoch (19 batches)
+        engine.train(behind, out=tmp_path, progress=False, stop_after_batches=20)
+    real = pipeline.prepare_targets
+
+    def poisoned(cfg, run, data, device=None):
+        t = real(cfg, run, data, device)
+        return np.full_like(t, np.nan) if cfg.distill.transform == "none" else t
+
+    monkeypatch.setattr(pipeline, "prepare_targets", poisoned)
+    runs = train_batched([bad, behind, fresh], out=tmp_path, resume=True)
+    assert runs[0].meta["status"] == "failed" and "diverged at epoch 1" in runs[0].meta["reason"]
+    assert runs[1].complete and runs[2].complete
+    assert [int(r["epoch"]) for r in runs[1].metrics()] == [1, 2]
+
+
 def test_runs_of_different_streams_are_refused(students, tiny_config):
     other_seed = students[1].with_overrides(["seed=5"])
     with pytest.raises(ValueError, match=r"differ from the first in more than their distillation targets"):

@@ -135,7 +135,10 @@ def train_batched(configs: Sequence[RunConfig], out: str | os.PathLike = "runs",
     if reason is not None:
         log.info("training %d run(s) one at a time: %s", len(members), reason)
         for m in members:
-            engine.train(m.cfg, out=out, resume=True)
+            try:
+                engine.train(m.cfg, out=out, resume=True)
+            except engine.TrainingDiverged as exc:  # recorded in its meta.json; the others go on
+                log.error("%s", exc)
         return runs
     for m in members:
         m.rows = engine.begin(m.run, m.cfg, data, device, m.start)
