@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from logitscope.analysis.summary import analyze_runs
-from logitscope.store.atomic import atomic_save_npz
+from logitscope.fileio.atomic import atomic_save_npz
 from logitscope.store.logits import write_labels, write_logits
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from logitscope._version import __version__
 
 _LAZY = {
     "RunConfig": ("logitscope.config", "RunConfig"),
@@ -31,9 +31,9 @@ _LAZY = {
 
 def train(config: Any, out: str = "runs", resume: bool = False, progress: bool | None = None) -> Any:
     """Train one run (ST, PGD-AT or distillation) and keep every epoch's logits; returns a Run."""
-    from logitscope.training.engine import train as _train
+    from logitscope.distill.pipeline import train_run
 
-    return _train(config, out=out, resume=resume, progress=progress)
+    return train_run(config, out=out, resume=resume, progress=progress)
 
 
 def evaluate(run: Any, epoch: int | None = None, **kwargs: Any) -> dict:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from logitscope.config import DATASET_RUN_PRESET, RUN_PRESETS, ConfigError, RunConfig, parse_float, run_preset
-from logitscope.store.errors import DamagedFileError
+from logitscope.fileio.errors import DamagedFileError
 
 log = logging.getLogger("logitscope")
 
@@ -64,10 +64,10 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, object] | None =
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from logitscope.training.engine import train
+    from logitscope.distill.pipeline import train_run
 
     cfg = config_from_args(args)
-    run = train(cfg, out=args.out, resume=args.resume)
+    run = train_run(cfg, out=args.out, resume=args.resume)
     print(json.dumps(run.summary()))
     return 0
 
@@ -77,7 +77,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     runs = list_runs(args.folder)
     if (Path(args.folder) / "plan" / "preset.json").is_file():  # a reproduce folder: its plan's state first
-        from logitscope.plan.graph import plan_state
+        from logitscope.plan.reproduce import plan_state
 
         print(plan_state(Path(args.folder)))
     if not runs:
@@ -116,8 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from logitscope.distill.pipeline import distill_config
-    from logitscope.training.engine import train
+    from logitscope.distill.pipeline import distill_config, train_student
 
     base = config_from_args(args)
     cfg = distill_config(
@@ -131,7 +130,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         hybrid_order=args.hybrid_order,
         temperature=parse_float(args.temperature),
     )
-    run = train(cfg, out=args.out, resume=args.resume)
+    run = train_student(cfg, out=args.out, resume=args.resume)
     print(json.dumps(run.summary()))
     return 0
 
@@ -169,7 +168,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from logitscope.plan.executors import default_jobs
-    from logitscope.plan.graph import reproduce
+    from logitscope.plan.reproduce import reproduce
 
     return reproduce(
         preset=args.preset,
@@ -223,7 +222,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from logitscope.plan.graph import rebuild_report
+    from logitscope.plan.reproduce import rebuild_report
 
     path = rebuild_report(Path(args.out))
     print(path)

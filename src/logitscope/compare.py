@@ -123,9 +123,10 @@ def compare(
         ``{"report": index.html, "failed": {stage: error}, "claims": {verdict: count}}``.
     """
     from logitscope.analysis.summary import analyze_runs
+    from logitscope.data import load_data
     from logitscope.evaluation import evaluate
     from logitscope.report.build import build_compare_report
-    from logitscope.training.engine import load_run_dataset, resolve_device
+    from logitscope.runtime import resolve_device
 
     out = Path(out)
     groups = _check_runs(st, at, eps)
@@ -146,7 +147,7 @@ def compare(
     for g in GROUPS:
         for rid in ids[g]:
             attempt(f"eval-train-{g}-{rid}", evaluate, rdir / rid, eps=eps, n=n, n_iter=n_iter, device=device)
-    data = load_run_dataset(groups["st"][0].config)
+    data = load_data(groups["st"][0].config.data)
     attempt(
         "analyze",
         analyze_runs,

@@ -250,6 +250,8 @@ class RunConfig:
         return apply_overrides(self, overrides)
 
 
+DATASETS = ("digits", "cifar10", "cifar100", "idx", "npz")  # the loaders of `logitscope.data`
+MODEL_NAMES = ("resnet18", "preact-resnet18", "small-cnn", "mnist-cnn")  # `logitscope.models.MODELS`' keys
 WIDTH_MODELS = ("resnet18", "preact-resnet18")  # the models that take model.width
 
 
@@ -258,9 +260,6 @@ def _whole(v: Any) -> bool:
 
 
 def validate(cfg: RunConfig) -> None:
-    from logitscope.data import DATASETS
-    from logitscope.models import MODELS
-
     def bad(key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r}: expected {expected}")
 
@@ -271,8 +270,8 @@ def validate(cfg: RunConfig) -> None:
     imported = cfg.objective == "imported"
     if imported != (cfg.model.name == "imported"):
         bad("model.name", cfg.model.name, "imported exactly when method is imported")
-    if not imported and cfg.model.name not in MODELS:
-        bad("model.name", cfg.model.name, f"one of {', '.join(MODELS)}")
+    if not imported and cfg.model.name not in MODEL_NAMES:
+        bad("model.name", cfg.model.name, f"one of {', '.join(MODEL_NAMES)}")
     if imported and cfg.source.kind not in ("torchscript", "factory"):
         bad("source.kind", cfg.source.kind, "torchscript or factory for an imported model")
     if cfg.source.kind == "factory" and not cfg.source.factory:

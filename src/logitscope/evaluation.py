@@ -18,30 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from logitscope.attacks.protocol import ProtocolConfig, ProtocolResult, evaluate_model
-from logitscope.store.atomic import atomic_write_json
-from logitscope.store.errors import DamagedFileError, load_npz, read_json
+from logitscope.data import load_data
+from logitscope.fileio.atomic import atomic_write_json
+from logitscope.fileio.errors import DamagedFileError, load_npz, read_json
+from logitscope.runtime import resolve_device
+from logitscope.store.evaluations import check_split, record_path
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
-from logitscope.training.engine import load_run_dataset, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-EVAL_SPLITS = ("test", "val")
-
-
-def check_split(split: str) -> str:
-    """``split`` if it is one the protocol evaluates ("test" or "val"); a one-line error otherwise."""
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"split={split!r}: expected 'test' or 'val'")
-    return split
-
-
-def record_path(run_dir: str | os.PathLike, protocol: str, epoch: int, split: str = "test") -> Path:
-    """``<run>/eval/<protocol>-epoch_XXX.npz`` (test) or ``<protocol>-val-epoch_XXX.npz`` (val:
-    a name the test records' globs, ``<protocol>-epoch_*``, do not match)."""
-    infix = "" if check_split(split) == "test" else f"-{split}"
-    return Path(run_dir) / "eval" / f"{protocol}{infix}-epoch_{epoch:03d}.npz"
 
 
 def _saved_summary(path: Path, summary_path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -127,7 +112,7 @@ def evaluate(
     if n is not None and n < 1:
         raise ValueError(f"n={n}: expected a positive number of {split} images (or none for all)")
     dev = resolve_device(device)
-    data = load_run_dataset(run.config)
+    data = load_data(run.config.data)
     x, y = data.split(split)
     if split == "val" and not len(y):
         raise ValueError(

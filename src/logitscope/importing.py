@@ -45,6 +45,7 @@ from logitscope.config import (
     to_plain,
 )
 from logitscope.data import DATASETS, Dataset, load_data
+from logitscope.fileio.atomic import atomic_write_bytes, atomic_write_text
 from logitscope.models.imported import (
     ImportedModel,
     check_logits,
@@ -54,7 +55,6 @@ from logitscope.models.imported import (
     load_weights,
     runs_as_sequence,
 )
-from logitscope.store.atomic import atomic_write_bytes, atomic_write_text
 from logitscope.store.logits import write_labels, write_logits
 from logitscope.store.models import file_sha256, imported_model_path
 from logitscope.store.runs import IMPORT_EPOCH, Run
@@ -160,7 +160,9 @@ def _write_run(
     batch_size: int,
 ) -> Run:
     """The run folder of an imported model whose file is ``stored`` (a temp file, moved in)."""
-    from logitscope.training.engine import monitor_subset, pgd_accuracy, predict_logits, resolve_device
+    from logitscope.models.predict import predict_logits
+    from logitscope.runtime import resolve_device
+    from logitscope.training.monitor import monitor_subset, pgd_accuracy
 
     path = Path(out) / cfg.run_id
     if (path / "config.yaml").is_file():

@@ -6,7 +6,7 @@ import pytest
 
 from logitscope.analysis.ranks import error_class_rank, pairwise_rank_disagreement
 from logitscope.analysis.summary import analyze_runs, find_records
-from logitscope.store.atomic import atomic_save_npz
+from logitscope.fileio.atomic import atomic_save_npz
 from logitscope.store.logits import LogitStore, write_labels, write_logits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

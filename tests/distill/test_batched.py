@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from logitscope import train
+from logitscope.data import load_data
 from logitscope.distill import pipeline
 from logitscope.distill.batched import group_key, train_batched
 from logitscope.distill.pipeline import distill_config
@@ -74,7 +75,7 @@ def test_one_batched_step_is_each_runs_own_step(students):
     from logitscope.training import engine
 
     cfgs = students[:4]
-    data = engine.load_run_dataset(cfgs[0])
+    data = load_data(cfgs[0].data)
     dev = torch.device("cpu")
     members = []
     for i, cfg in enumerate(cfgs):
@@ -117,7 +118,7 @@ def test_batched_runs_follow_the_one_at_a_time_runs(students, tmp_path):
     assert len({group_key(c) for c in students}) == 1  # one data stream: one group
     batched = train_batched(students, out=tmp_path / "batched")
     alone = [train(c, out=tmp_path / "alone", progress=False) for c in students]
-    data = engine.load_run_dataset(students[0])
+    data = load_data(students[0].data)
     start = engine.initial_model(students[0], data, torch.device("cpu"))[0].state_dict()
     for b, a in zip(batched, alone, strict=True):
         assert b.complete and b.dir.name == a.dir.name
@@ -161,7 +162,7 @@ def test_a_diverging_run_leaves_the_group_and_the_others_finish(students, tmp_pa
     assert not checkpoints.last_path(bad.dir).is_file()  # nothing of the diverged epoch is written
     from logitscope.training import engine
 
-    data = engine.load_run_dataset(group[0])
+    data = load_data(group[0].data)
     start = engine.initial_model(group[0], data, torch.device("cpu"))[0].state_dict()
     for b, cfg in ((runs[0], group[0]), (runs[2], group[2])):
         a = train(cfg, out=tmp_path / "a", progress=False)
@@ -172,11 +173,10 @@ def test_a_diverging_run_leaves_the_group_and_the_others_finish(students, tmp_pa
 def test_one_at_a_time_a_diverging_run_does_not_stop_the_others(students, tmp_path, monkeypatch):
     """The fallback (here: runs resumed at different epochs) trains each run alone; one that
     diverges is recorded failed and the next ones still train."""
-    from logitscope.training import engine
 
     bad, behind, fresh = students[4], students[1], students[2]  # bad: transform none, L1
     with pytest.raises(KeyboardInterrupt):  # killed after its first epoch (19 batches)
-        engine.train(behind, out=tmp_path, progress=False, stop_after_batches=20)
+        pipeline.train_student(behind, out=tmp_path, progress=False, stop_after_batches=20)
     real = pipeline.prepare_targets
 
     def poisoned(cfg, run, data, device=None):
@@ -246,7 +246,7 @@ def test_a_killed_batch_resumes_to_the_same_runs(students, tmp_path, monkeypatch
     epochs = [checkpoints.load(checkpoints.last_path(tmp_path / "split" / c.run_id))["epoch"] for c in group]
     assert epochs == [2, 1, 1]
     split = train_batched(group, out=tmp_path / "split", resume=True)
-    data = engine.load_run_dataset(group[0])
+    data = load_data(group[0].data)
     start = engine.initial_model(group[0], data, torch.device("cpu"))[0].state_dict()
     for a, b in zip(whole, split, strict=True):
         assert b.complete and [int(r["epoch"]) for r in b.metrics()] == [1, 2]

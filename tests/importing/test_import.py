@@ -13,8 +13,8 @@ from torch import nn
 
 from logitscope.cli import main
 from logitscope.data import get_dataset
+from logitscope.fileio.errors import DamagedFileError
 from logitscope.importing import import_file, import_model
-from logitscope.store.errors import DamagedFileError
 from logitscope.store.models import imported_model_path, load_model
 from logitscope.store.runs import Run, list_runs
 
@@ -267,14 +267,15 @@ def test_runs_lists_imported_runs(tmp_path, capsys):
 
 def test_an_imported_model_can_be_a_teacher(tmp_path):
     from logitscope.config import run_preset
-    from logitscope.distill.pipeline import distill_config
-    from logitscope.training.engine import train
+    from logitscope.distill.pipeline import distill_config, train_student
 
     model = sequential_model().eval()
     save_torchscript(model, tmp_path / "m.ts")
     teacher = import_file("seq", dataset="digits", model_file=tmp_path / "m.ts", out=tmp_path / "runs")
     base = run_preset("digits", epochs=1, **{"monitor.pgd_n": 0})
-    student = train(distill_config(base, teacher=str(teacher.dir), transform="fix-k-permute", k=1), out=tmp_path)
+    student = train_student(
+        distill_config(base, teacher=str(teacher.dir), transform="fix-k-permute", k=1), out=tmp_path
+    )
     x, _ = get_dataset("digits").split("train")
     with torch.no_grad():
         top = model(x.float().div(255)).max(dim=1).values.numpy()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from plan_helpers import TINY, one_thread
 
-from logitscope.plan.graph import reproduce
+from logitscope.plan.reproduce import reproduce
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from logitscope.fileio.atomic import load_npz
+from logitscope.plan.dag import Plan, Stage, execute
 from logitscope.plan.executors import LocalExecutor
-from logitscope.plan.graph import Plan, Stage, build_plan, execute, resolve_preset, validate_plan_inputs
-from logitscope.store.atomic import load_npz
+from logitscope.plan.graph import build_plan, resolve_preset, validate_plan_inputs
 from logitscope.store.logits import LogitStore
 
 # Seconds on one core: AT 2 epochs of 2 attack steps, four 1-epoch sweep students, APGD of 5

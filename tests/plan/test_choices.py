@@ -21,12 +21,14 @@ from plan_helpers import CHOOSE, SWEEP, SWEEP_EVALS, SWEEP_VAL_EVALS, TINY
 from logitscope import evaluation
 from logitscope.attacks.protocol import ProtocolResult
 from logitscope.config import RunConfig
-from logitscope.evaluation import evaluate, record_path
-from logitscope.plan.graph import Plan, build_plan, describe, mark_done, run_stage, validate_plan_inputs
+from logitscope.data import load_data
+from logitscope.evaluation import evaluate
+from logitscope.plan.dag import Plan, describe, mark_done, run_stage
+from logitscope.plan.graph import build_plan, validate_plan_inputs
 from logitscope.plan.preset import apply_preset_overrides
+from logitscope.store.evaluations import record_path
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
-from logitscope.training.engine import load_run_dataset
 
 CROSS = {"models": ["st", "at", "normal"], "n": 10, "protocols": ["autoattack", "odi"]}
 LAST_EVALS = ["eval-train-st-s0-e2", "eval-train-at-s0-e2"]  # the tiny preset's last epoch: 2
@@ -111,7 +113,7 @@ def test_students_train_on_the_teachers_split(tmp_path):
 
 def test_evaluate_on_the_validation_split_uses_the_validation_images(chosen_copy, monkeypatch):
     run = at_run(chosen_copy)
-    data = load_run_dataset(Run(run).config)
+    data = load_data(Run(run).config.data)
     assert len(data.y_val) == 40 and len(data.y_train) == 1400 - 40
     s = evaluate(run, 1, eps=0.2, n=8, n_iter=2, split="val")
     assert s["split"] == "val" and s["n"] == 8
@@ -134,7 +136,7 @@ def test_evaluate_on_the_validation_split_uses_the_validation_images(chosen_copy
     with pytest.raises(ValueError, match=r"^split='train': expected 'test' or 'val'$"):
         record_path(run, "paper", 1, "train")
     empty = dataclasses.replace(data, x_val=data.x_val[:0], y_val=data.y_val[:0])
-    monkeypatch.setattr(evaluation, "load_run_dataset", lambda cfg: empty)
+    monkeypatch.setattr(evaluation, "load_data", lambda cfg: empty)
     with pytest.raises(ValueError, match="has no validation images .*: set data.val_per_class") as err:
         evaluate(run, 2, n=8, n_iter=2, split="val")
     assert "\n" not in str(err.value)

@@ -11,7 +11,9 @@ from typing import Any
 from plan_helpers import RecordingExecutor
 
 from logitscope.plan import stages
-from logitscope.plan.graph import build_plan, execute, reproduce, resolve_preset
+from logitscope.plan.dag import execute
+from logitscope.plan.graph import build_plan, resolve_preset
+from logitscope.plan.reproduce import reproduce
 
 DIVERGING = "distill-sweep-e2-kl-s0"  # figure A.7's KL student of the teacher's epoch 2
 

@@ -25,7 +25,9 @@ from plan_helpers import (
 )
 
 from logitscope.config import ConfigError, RunConfig
-from logitscope.plan.graph import Plan, Stage, build_plan, describe, execute, reproduce, resolve_preset, run_stage
+from logitscope.plan.dag import Plan, Stage, describe, execute, run_stage
+from logitscope.plan.graph import build_plan, resolve_preset
+from logitscope.plan.reproduce import reproduce
 from logitscope.store.runs import Run
 
 # -- a toy graph: a -> b, a -> c, (b, c) -> d ----------------------------------------------

@@ -10,8 +10,9 @@ from plan_helpers import TINY
 
 from logitscope.cli import main
 from logitscope.config import ConfigError
-from logitscope.plan.graph import build_plan, reproduce, resolve_preset, validate_plan_inputs
+from logitscope.plan.graph import build_plan, resolve_preset, validate_plan_inputs
 from logitscope.plan.preset import SECTIONS, apply_preset_overrides, load_preset, preset_names
+from logitscope.plan.reproduce import reproduce
 
 
 def cli_error(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> str:

@@ -45,13 +45,13 @@ def test_eta_is_the_remaining_stages_at_their_kinds_mean_over_the_workers():
 
 
 def test_execute_logs_one_progress_line_per_stage(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="logitscope.plan.graph"):
+    with caplog.at_level(logging.INFO, logger="logitscope.plan.dag"):
         run_toy(tmp_path)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
     assert [line.split()[0] for line in lines] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
     assert "done a" in lines[0] and "ETA" in lines[0] and "done d" in lines[3] and "100%" in lines[3]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="logitscope.plan.graph"):
+    with caplog.at_level(logging.INFO, logger="logitscope.plan.dag"):
         run_toy(tmp_path, b=5)  # a rerun counts what was done before: b and d are left
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
     assert [line.split()[0] for line in lines] == ["[3/4]", "[4/4]"]
@@ -59,7 +59,7 @@ def test_execute_logs_one_progress_line_per_stage(tmp_path, caplog):
 
 def test_runs_of_a_reproduce_folder_show_the_plans_state(chosen_copy, capsys):
     from logitscope.cli import main
-    from logitscope.plan.graph import saved_plan
+    from logitscope.plan.reproduce import saved_plan
 
     plan = saved_plan(chosen_copy)
     done = [n for n in plan.stages if plan.is_done(n)]
@@ -84,8 +84,8 @@ def test_a_pool_records_each_stages_own_time_not_its_time_in_the_queue(tmp_path)
     import json
     import time
 
+    from logitscope.plan.dag import Plan, Stage, execute
     from logitscope.plan.executors import LocalExecutor
-    from logitscope.plan.graph import Plan, Stage, execute
 
     fn = f"{__name__}:sleep_stage"
     names = ("a", "b", "c", "d")

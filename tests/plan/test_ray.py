@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from plan_helpers import CHOOSE, assert_same_results, plan_results
 
+from logitscope.plan.dag import Plan, Stage, execute
 from logitscope.plan.executors import RayExecutor
-from logitscope.plan.graph import Plan, Stage, build_plan, execute, reproduce, resolve_preset
+from logitscope.plan.graph import build_plan, resolve_preset
+from logitscope.plan.reproduce import reproduce
 
 ray = pytest.importorskip("ray")
 EVAL = {"epoch": 1, "eps": 0.2, "n_iter": 1, "n_restarts": 1, "n": 1, "batch_size": 1}

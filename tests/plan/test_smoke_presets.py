@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from logitscope.plan.graph import reproduce
+from logitscope.plan.reproduce import reproduce
 
 
 @pytest.mark.slow

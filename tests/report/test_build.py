@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from logitscope.fileio.atomic import atomic_save_npz
 from logitscope.report.build import build_report
-from logitscope.store.atomic import atomic_save_npz
 
 N, C = 200, 10
 LABELS = np.arange(N) % C

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from logitscope.store import DamagedFileError, checkpoints, load_npy, load_npz, read_json
-from logitscope.store.atomic import atomic_save_npz, atomic_write_json
+from logitscope.fileio.atomic import atomic_save_npz, atomic_write_json
+from logitscope.fileio.errors import DamagedFileError, load_npy, load_npz, read_json
+from logitscope.store import checkpoints
 from logitscope.store.logits import LogitStore, write_labels, write_logits
 from logitscope.store.runs import Run
 
@@ -329,12 +330,13 @@ def test_hostile_override_value_is_one_line():
 def fabricated(tmp_path_factory):
     """A teacher run with an (untrained) epoch-1 checkpoint: real enough to load and run."""
     from logitscope.config import run_preset
+    from logitscope.data import load_data
     from logitscope.models import build_model
-    from logitscope.training.engine import load_run_dataset, model_spec
+    from logitscope.training.engine import model_spec
 
     cfg = run_preset("digits", method="st", epochs=1, **{"monitor.pgd_n": 0})
     run = Run.create(tmp_path_factory.mktemp("runs"), cfg)
-    data = load_run_dataset(cfg)
+    data = load_data(cfg.data)
     spec = model_spec(cfg, data)
     torch.manual_seed(0)
     model = build_model(spec["name"], spec["n_classes"], spec["in_channels"], spec["mean"], spec["std"])
@@ -388,7 +390,8 @@ def test_damaged_targets_are_recomputed(fabricated, tmp_path, marker, caplog, ho
 
 
 def test_damaged_eval_record_is_evaluated_again(fabricated, caplog, marker):
-    from logitscope.evaluation import evaluate, record_path
+    from logitscope.evaluation import evaluate
+    from logitscope.store.evaluations import record_path
 
     teacher, _ = fabricated
     kw = dict(epoch=1, n=8, n_iter=2, batch_size=8, device="cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logitscope.store.atomic import atomic_save_npz, atomic_write, atomic_write_json, load_npz
+from logitscope.fileio.atomic import atomic_save_npz, atomic_write, atomic_write_json, load_npz
 from logitscope.store.logits import LogitStore, write_labels, write_logits
 
 

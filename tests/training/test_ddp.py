@@ -46,13 +46,15 @@ from hypothesis import strategies as st
 
 from logitscope import LogitStore, load_model, train
 from logitscope.config import RunConfig, run_preset, to_plain
-from logitscope.data import Augment, get_dataset
+from logitscope.data import Augment, get_dataset, load_data
 from logitscope.models import build_model
+from logitscope.runtime import derive_seed
 from logitscope.store import checkpoints
 from logitscope.store.runs import Run
 from logitscope.training import objectives
 from logitscope.training.distributed import Dist
-from logitscope.training.engine import _epoch_generator, derive_seed, learning_rate, load_run_dataset
+from logitscope.training.engine import epoch_generator
+from logitscope.training.schedules import learning_rate
 
 WORLD = 2
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -220,7 +222,7 @@ def shardwise_step(cfg: RunConfig, world: int) -> tuple[dict[str, torch.Tensor],
     of a rank's, so its floats are the rank's. Returns (init, after one step, epoch loss)."""
     assert cfg.objective in ("standard", "pgd-at")
     assert getattr(cfg.optim, "grad_clip", None) is None, "the reference step does not clip"
-    data = load_run_dataset(cfg)
+    data = load_data(cfg.data)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -233,7 +235,7 @@ def shardwise_step(cfg: RunConfig, world: int) -> tuple[dict[str, torch.Tensor],
             nesterov=o.nesterov,
         )
         objective = objectives.standard if cfg.objective == "standard" else objectives.pgd_at(cfg.attack)
-        g = _epoch_generator(cfg, 1, torch.device("cpu"))
+        g = epoch_generator(cfg, 1, torch.device("cpu"))
         batch = torch.randperm(len(data.y_train), generator=g)[: o.batch_size]
         x = Augment(cfg.data.augment_pad, cfg.data.augment_flip)(data.x_train[batch], g)
         n = len(batch)

@@ -13,7 +13,7 @@ from idx_digits import digits_28x28
 from logitscope import train
 from logitscope.cli import main
 from logitscope.config import AttackConfig, run_preset
-from logitscope.training.engine import collapse_warning
+from logitscope.training.monitor import collapse_warning
 from logitscope.training.objectives import attack_at_epoch
 
 

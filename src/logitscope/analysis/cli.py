@@ -12,7 +12,7 @@ from logitscope.store.runs import Run
 
 def analyze(runs: list[str | os.PathLike], epoch: int | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Group ``runs`` into ST and AT by their configs and run every analysis on them."""
-    from logitscope.training.engine import load_run_dataset
+    from logitscope.data import load_data
 
     loaded = [Run(r) for r in runs]
     imported = [r.dir.name for r in loaded if r.imported]
@@ -28,7 +28,7 @@ def analyze(runs: list[str | os.PathLike], epoch: int | None = None, out_dir: Pa
     names = {r.config.data.name for r in loaded}
     if len(names) > 1:
         raise ValueError(f"runs of several datasets {sorted(names)}: expected runs of one dataset")
-    data = load_run_dataset(loaded[0].config)
+    data = load_data(loaded[0].config.data)
     out = out_dir or loaded[0].dir.parent / "analysis"
     return analyze_runs(
         st, at, epoch, out, images=data.x_test.numpy(), class_names=data.class_names, dataset=loaded[0].config.data.name

@@ -40,9 +40,9 @@ from logitscope.analysis.ranks import (
     pairwise_rank_disagreement,
     rank_scatter,
 )
+from logitscope.fileio.atomic import atomic_write_json, atomic_write_text, load_npz
 from logitscope.report import figures
 from logitscope.stats import mean_sd, mean_sd_axis
-from logitscope.store.atomic import atomic_write_json, atomic_write_text, load_npz
 from logitscope.store.logits import LogitStore
 
 log = logging.getLogger(__name__)

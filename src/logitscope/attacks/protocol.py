@@ -44,7 +44,7 @@ from logitscope.attacks.apgd import NORMS, AttackResult, apgd
 from logitscope.attacks.autoattack_ref import autoattack_standard
 from logitscope.attacks.odi import odi_pgd
 from logitscope.attacks.pgd import check_eps
-from logitscope.store.atomic import atomic_save_npz, load_npz
+from logitscope.fileio.atomic import atomic_save_npz, load_npz
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,9 @@ import os
 
 import torch
 
-from logitscope.config import DataConfig
+from logitscope.config import DATASETS, DataConfig
 from logitscope.data.augment import Augment
 from logitscope.data.base import SPLITS, Dataset
-
-DATASETS = ("digits", "cifar10", "cifar100", "idx", "npz")
 
 
 def get_dataset(

@@ -169,7 +169,7 @@ def download(spec: CifarSpec, data_dir: Path) -> Path:
     """Fetch the official tarball into ``data_dir`` (atomic; md5-checked)."""
     import urllib.request
 
-    from logitscope.store.atomic import atomic_write_bytes
+    from logitscope.fileio.atomic import atomic_write_bytes
 
     target = data_dir / spec.tarball
     if target.is_file() and md5_of(target) == spec.tarball_md5:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from logitscope.data.base import Dataset, holdout_per_class, to_uint8_nchw
-from logitscope.store.errors import load_npz as read_arrays
+from logitscope.fileio.errors import load_npz as read_arrays
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 

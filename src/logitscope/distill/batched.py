@@ -6,7 +6,7 @@ and every run of a seed starts from the same initialization. `train_batched` sta
 parameters (`torch.func.stack_module_state`) and runs one vmapped forward and backward per
 batch. Each run keeps its own loss, gradient clipping, SGD step, divergence check, logit
 snapshot, PGD monitor, checkpoints and records, written by the engine's own functions: each
-run folder is what `logitscope.training.engine.train` writes for that run alone, up to float
+run folder is what `logitscope.distill.pipeline.train_student` writes for that run alone, up to float
 rounding (a vmapped convolution is a grouped one, whose sums run in another order;
 ``tests/distill/test_batched.py`` checks batched runs against one-at-a-time ones). A run
 that diverges is marked failed and leaves the group; the others go on.
@@ -38,11 +38,13 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from logitscope.config import PerfConfig, RunConfig
-from logitscope.data import Augment, Dataset
+from logitscope.data import Augment, Dataset, load_data
 from logitscope.distill import pipeline
 from logitscope.distill.losses import distill_loss
+from logitscope.runtime import resolve_device
 from logitscope.store.runs import Run
 from logitscope.training import engine
+from logitscope.training.schedules import learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +126,8 @@ def train_batched(configs: Sequence[RunConfig], out: str | os.PathLike = "runs",
     todo = [(c, r) for c, r in zip(configs, runs, strict=True) if not r.complete]
     if not todo:
         return runs
-    device = engine.resolve_device(configs[0].device)
-    data = engine.load_run_dataset(configs[0])
+    device = resolve_device(configs[0].device)
+    data = load_data(configs[0].data)
     members = []
     for cfg, run in todo:
         model, spec = engine.initial_model(cfg, data, device)
@@ -136,7 +138,7 @@ def train_batched(configs: Sequence[RunConfig], out: str | os.PathLike = "runs",
         log.info("training %d run(s) one at a time: %s", len(members), reason)
         for m in members:
             try:
-                engine.train(m.cfg, out=out, resume=True)
+                pipeline.train_student(m.cfg, out=out, resume=True)
             except engine.TrainingDiverged as exc:  # recorded in its meta.json; the others go on
                 log.error("%s", exc)
         return runs
@@ -215,10 +217,10 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device) ->
     augment = Augment(cfg.data.augment_pad, cfg.data.augment_flip)
     n, bs = len(y_train), cfg.optim.batch_size
     for epoch in range(members[0].start + 1, cfg.epochs + 1):
-        lr = engine.learning_rate(cfg, epoch)
+        lr = learning_rate(cfg, epoch)
         for group in stack.opt.param_groups:
             group["lr"] = lr
-        g = engine._epoch_generator(cfg, epoch, device)
+        g = engine.epoch_generator(cfg, epoch, device)
         order = torch.randperm(n, generator=g, device=device)
         t0 = time.perf_counter()
         loss_sum = torch.zeros(len(stack.members), device=device)
@@ -251,7 +253,7 @@ def _train_group(members: list[_Member], data: Dataset, device: torch.device) ->
                 bad = (first_bad >= 0).nonzero().flatten().tolist()
                 for r in bad:
                     what = f"loss {float(bad_value[r])} at batch {int(first_bad[r])}"
-                    log.error("%s", engine._diverged(stack.members[r].run, epoch, what, True))
+                    log.error("%s", engine.diverged(stack.members[r].run, epoch, what, True))
                 rows = [r for r in range(len(stack.members)) if r not in bad]
                 stack.keep(rows)
                 if not rows:

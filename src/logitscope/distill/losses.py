@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from logitscope.training.objectives import Objective, Shard
 
 LOSS_KINDS = ("l1", "kl", "mse")
 
@@ -80,3 +83,15 @@ def distill_loss(
     log_p_teacher = F.log_softmax(target / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * temperature
+
+
+def distill_objective(targets: torch.Tensor, loss: str = "l1", temperature: float = 1.0) -> Objective:
+    """The engine's objective of a student: match each image's fixed teacher target
+    (``targets``: (N, C) on the training device, looked up by the batch's dataset indices)."""
+
+    def objective(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator, shard: Shard
+    ) -> torch.Tensor:
+        return distill_loss(model(x), targets[idx], loss, temperature)
+
+    return objective

@@ -11,6 +11,7 @@ them. Each student keeps the targets it trained on in ``targets/targets.npy`` wi
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,13 +20,16 @@ import torch
 
 from logitscope.config import RunConfig, apply_overrides
 from logitscope.data import Augment, Dataset
+from logitscope.distill.losses import distill_objective
 from logitscope.distill.targets import TargetProvenance, teacher_targets
 from logitscope.distill.transforms import TransformSpec, apply_transform, parse_transform
+from logitscope.fileio.atomic import atomic_save_npy, atomic_write_json
+from logitscope.fileio.errors import DamagedFileError, load_npy, read_json
 from logitscope.store import checkpoints
-from logitscope.store.atomic import atomic_save_npy, atomic_write_json
-from logitscope.store.errors import DamagedFileError, load_npy, read_json
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
+from logitscope.training.engine import ObjectiveFactory, train
+from logitscope.training.objectives import Objective
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +204,44 @@ def prepare_targets(cfg: RunConfig, student: Run, data: Dataset, device: torch.d
     return targets
 
 
+def student_objective(cfg: RunConfig) -> ObjectiveFactory:
+    """The engine's objective of the student ``cfg``: its targets (`prepare_targets`, stored
+    with the student) matched by ``distill.loss``."""
+
+    def build(run: Run, data: Dataset, device: torch.device) -> Objective:
+        targets = torch.from_numpy(prepare_targets(cfg, run, data, device)).to(device)
+        return distill_objective(targets, cfg.distill.loss, cfg.distill.temperature)
+
+    return build
+
+
+def train_student(
+    cfg: RunConfig,
+    out: str | os.PathLike = "runs",
+    resume: bool = False,
+    progress: bool | None = None,
+    stop_after_batches: int | None = None,
+) -> Run:
+    """Train the distillation run ``cfg`` (method distill) with the engine; returns its Run."""
+    if cfg.objective != "distill":
+        raise ValueError(f"method={cfg.method!r}: expected a distillation run (method distill)")
+    return train(cfg, out, resume, progress, stop_after_batches, objective=student_objective(cfg))
+
+
+def train_run(
+    cfg: RunConfig,
+    out: str | os.PathLike = "runs",
+    resume: bool = False,
+    progress: bool | None = None,
+    stop_after_batches: int | None = None,
+) -> Run:
+    """Train one run of any method: ST and PGD-AT by the engine alone, students with their
+    teacher's targets (`train_student`)."""
+    if cfg.objective == "distill":
+        return train_student(cfg, out, resume, progress, stop_after_batches)
+    return train(cfg, out, resume, progress, stop_after_batches)
+
+
 def distill(
     teacher: str,
     teacher_epoch: int | None = None,
@@ -217,8 +259,6 @@ def distill(
 
     ``base`` sets data, model and schedule (default: the teacher's own config).
     """
-    from logitscope.training.engine import train
-
     base = base or Run(teacher).config
     cfg = distill_config(base, teacher, teacher_epoch, transform, k, loss, passes, hybrid_order, temperature)
-    return train(cfg, out=out, resume=resume)
+    return train_student(cfg, out=out, resume=resume)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from logitscope.fileio.atomic import atomic_write_json, atomic_write_text
 from logitscope.manifolds.activations import ball_points, choose_exemplars, layer_activations
-from logitscope.store.atomic import atomic_write_json, atomic_write_text
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
 
@@ -169,12 +169,12 @@ def analyze_models(
             f"manifolds.simulate_models: {unknown[0]!r} is not a model here: expected some of {sorted(runs)}"
         )
     simulated = [label for label in runs if simulate and (simulate_models is None or label in simulate_models)]
+    from logitscope.data import load_data
     from logitscope.report.figures_manifolds import fig5_geometry, figA8_capacity
-    from logitscope.training.engine import load_run_dataset
 
     out = Path(out_dir)
     first = Run(next(iter(runs.values()))[0])
-    data = load_run_dataset(first.config)
+    data = load_data(first.config.data)
     idx = choose_exemplars(data.y_test.numpy(), n_manifolds, seed)
     x = data.x_test[idx].float().div(255).to(device)
     y = data.y_test[idx].to(device)

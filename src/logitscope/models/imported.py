@@ -175,7 +175,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state_dict from ``.safetensors`` or a ``.pt`` file (``weights_only=True``); a
     checkpoint that wraps it (``{"state_dict": ...}`` or ``{"model": ...}``) and DataParallel's
     ``module.`` prefixes are unwrapped."""
-    from logitscope.store import checkpoints
+    from logitscope.fileio import torchfile
 
     path = Path(path)
     if not path.is_file():
@@ -189,7 +189,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a readable safetensors file ({exc})") from None
     else:
-        state = checkpoints.load(path, remedy="export the model's state_dict again (torch.save or safetensors)")
+        state = torchfile.load(path, remedy="export the model's state_dict again (torch.save or safetensors)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

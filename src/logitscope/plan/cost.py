@@ -80,7 +80,7 @@ def cifar_shape(
 def run_passes(cfg: RunConfig, shape: DataShape) -> float:
     """Image passes of one training or distillation run (module docstring): training every
     epoch, the logit snapshot on the epochs that take one, the PGD monitor on its epochs."""
-    from logitscope.training.engine import monitors_pgd, takes_snapshot
+    from logitscope.training.schedules import monitors_pgd, takes_snapshot
 
     attack = cfg.attack.steps if cfg.objective == "pgd-at" else 0
     epochs = range(1, cfg.epochs + 1)

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from logitscope.plan.graph import Plan, Stage, record_outcome, run_stage, timed_run_stage
+from logitscope.plan.dag import Plan, Stage, record_outcome, run_stage, timed_run_stage
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from logitscope.plan.cost import (
 )
 
 if TYPE_CHECKING:
-    from logitscope.plan.graph import Plan
+    from logitscope.plan.dag import Plan
 
 FLOAT = 4  # bytes of a float32 weight
 LABEL = 8  # bytes of an int64 label
@@ -95,7 +95,7 @@ def gb(n: int) -> str:
 
 def run_store_bytes(cfg: RunConfig, n_images: int, n_classes: int, numel: int, n_params: int) -> tuple[int, int]:
     """(logits and labels, checkpoints) bytes of one run of ``n_images`` images over all splits."""
-    from logitscope.training.engine import should_checkpoint, stores_logits
+    from logitscope.training.schedules import should_checkpoint, stores_logits
 
     stored = sum(stores_logits(cfg, e) for e in range(1, cfg.epochs + 1))
     width = np.dtype(cfg.store.logits_dtype).itemsize
@@ -201,7 +201,7 @@ def device_line(cfg: RunConfig) -> str:
     """The device the stages will run on and the precision switches of its runs."""
     import torch
 
-    from logitscope.training.engine import resolve_device
+    from logitscope.runtime import resolve_device
 
     device = resolve_device(cfg.device)
     what = str(device)
@@ -351,7 +351,7 @@ def run_preflight(
     """The preflight of ``preset``'s plan on ``data`` (None with ``problem``: the published
     sizes of CIFAR stand in). ``measure``: time this machine's rate (a few training steps)."""
     from logitscope.plan.graph import build_plan
-    from logitscope.training.engine import resolve_device
+    from logitscope.runtime import resolve_device
 
     plan = build_plan(preset, out, data_dir, assume_teacher=preset["teacher"]["epochs"][-1])
     configs = run_configs(plan)

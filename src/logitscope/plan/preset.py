@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from logitscope.config import ConfigError, parse_float
-from logitscope.store.errors import detail, one_line, parse_yaml, read_yaml
+from logitscope.fileio.errors import detail, one_line, parse_yaml, read_yaml
 
 PRESET_DIR = "presets"
 SECTIONS = (

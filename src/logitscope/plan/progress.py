@@ -29,7 +29,7 @@ def clock_text(seconds: float) -> str:
 
 
 class Progress:
-    """The overall state of one ``execute`` call (`logitscope.plan.graph.execute`).
+    """The overall state of one ``execute`` call (`logitscope.plan.dag.execute`).
 
     Args:
         workers: stages that run side by side (the local pool's ``--jobs``; 1 otherwise).

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from logitscope.config import RunConfig
-from logitscope.store.atomic import atomic_write_json
-from logitscope.store.errors import read_json
+from logitscope.fileio.atomic import atomic_write_json
+from logitscope.fileio.errors import read_json
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,10 @@ def runs_dir(out: Path) -> Path:
 
 
 def train_stage(out: Path, config: dict[str, Any]) -> dict[str, Any]:
-    from logitscope.training.engine import train
+    from logitscope.distill.pipeline import train_run
 
     cfg = RunConfig.from_dict(config)
-    run = train(cfg, out=runs_dir(out), resume=True)
+    run = train_run(cfg, out=runs_dir(out), resume=True)
     meta = run.meta
     return {
         "run_id": run.dir.name,
@@ -68,7 +68,8 @@ def evaluate_stage(
 ) -> dict[str, Any]:
     """``protocol`` on the first ``n`` images of the run's ``split`` ("test", or "val" for the
     teacher choice); the records are the stage's outputs."""
-    from logitscope.evaluation import evaluate, record_path
+    from logitscope.evaluation import evaluate
+    from logitscope.store.evaluations import record_path
 
     s = evaluate(
         runs_dir(out) / run_id,
@@ -90,9 +91,9 @@ def eval_summary(
     out: Path, run_id: str, epoch: int, protocol: str = "paper", split: str = "test"
 ) -> dict[str, Any] | None:
     """The summary of a run's evaluation (``eval/<protocol>[-val]-epoch_XXX.json``), or None."""
-    from logitscope.evaluation import record_path
+    from logitscope.store.evaluations import summary_path
 
-    p = record_path(runs_dir(out) / run_id, protocol, epoch, split).with_suffix(".json")
+    p = summary_path(runs_dir(out) / run_id, protocol, epoch, split)
     return read_json(p, expect=dict) if p.is_file() else None
 
 
@@ -168,11 +169,11 @@ def choose_teacher_stage(
 
 def analyze_stage(out: Path, st: list[str], at: list[str], epoch: int | None) -> dict[str, Any]:
     from logitscope.analysis.summary import analyze_runs
+    from logitscope.data import load_data
     from logitscope.store.runs import Run
-    from logitscope.training.engine import load_run_dataset
 
     cfg = Run(runs_dir(out) / st[0]).config
-    data = load_run_dataset(cfg)
+    data = load_data(cfg.data)
     result = analyze_runs(
         [runs_dir(out) / r for r in st],
         [runs_dir(out) / r for r in at],
@@ -218,13 +219,13 @@ def manifolds_stage(
 def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) -> dict[str, Any]:
     """Appendix C's model, plus (beyond the paper) the measured logit-gap change under FGSM of
     the first ST and AT models against the quadratic law."""
+    from logitscope.data import load_data
     from logitscope.store.models import load_model
     from logitscope.store.runs import Run
     from logitscope.theory.fgsm_gap import measure_gap_change, plot_gap_change
     from logitscope.theory.run import write_theory
-    from logitscope.training.engine import load_run_dataset
 
-    data = load_run_dataset(Run(runs_dir(out) / st).config)
+    data = load_data(Run(runs_dir(out) / st).config.data)
     x, y = data.x_test[:n].float() / 255, data.y_test[:n]
     gaps = {
         label: measure_gap_change(load_model(runs_dir(out) / rid), x, y, eps) for label, rid in (("ST", st), ("AT", at))
@@ -238,7 +239,7 @@ def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) 
 def report_stage(out: Path, **params: Any) -> dict[str, Any]:
     """The report, built from whatever finished; the plan's recorded failures are marked in it
     (read here, not passed as parameters: they must not change the report's cache key)."""
-    from logitscope.plan.graph import plan_failures
+    from logitscope.plan.dag import plan_failures
     from logitscope.report.build import build_report
 
     failed = {name: str(record.get("error", "failed")) for name, record in plan_failures(out).items()}

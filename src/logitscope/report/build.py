@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from logitscope.fileio.errors import load_npz, read_json, read_yaml
 from logitscope.report.claims import METHOD, Evidence, Records, check_claims
 from logitscope.report.model import Claim, Figure, Report, Section, Table
 from logitscope.stats import BOOTSTRAP_LEVEL, mean_sd
-from logitscope.store.errors import load_npz, read_json, read_yaml
 from logitscope.store.runs import Run, environment
 
 log = logging.getLogger(__name__)

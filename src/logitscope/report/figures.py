@@ -21,8 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
+from logitscope.fileio.atomic import atomic_write_bytes
 from logitscope.stats import mean_sd_axis
-from logitscope.store.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from logitscope.analysis.logit_stats import DistributionStats, GapAccuracy, Histogram

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from logitscope.fileio.atomic import atomic_write_bytes
 from logitscope.stats import mean_sd
-from logitscope.store.atomic import atomic_write_bytes
 
 LABEL_COLOR = "#1f77b4"  # blue: the ground-truth class (figure 4A)
 MANIPULATED_COLOR = "#ff7f0e"  # orange: manipulated values (figure 4A)

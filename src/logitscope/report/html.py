@@ -29,9 +29,9 @@ from typing import Any
 import jinja2
 import yaml
 
+from logitscope.fileio.atomic import atomic_write_json, atomic_write_text
 from logitscope.report.claims import verdict_counts
 from logitscope.report.model import THIS_RUN, Cell, Figure, Report, Table, is_missing
-from logitscope.store.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -8,20 +8,13 @@ checkpoint of another architecture or class count is refused with a clear messag
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import re
-import struct
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from logitscope.store.atomic import atomic_write_bytes
-from logitscope.store.errors import RERUN, DamagedFileError, detail, one_line
+from logitscope.fileio import torchfile
+from logitscope.fileio.errors import RERUN
 
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.pt$")
 
@@ -35,14 +28,12 @@ def last_path(run_dir: str | os.PathLike) -> Path:
 
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Atomically ``torch.save`` a dict of plain data."""
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    """Atomically save a checkpoint of plain data."""
+    return torchfile.save(path, payload)
 
 
 def load(path: str | os.PathLike, remedy: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint without unpickling arbitrary objects (``weights_only=True``).
+    """Load a checkpoint without unpickling arbitrary objects (`logitscope.fileio.torchfile.load`).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -52,28 +43,7 @@ def load(path: str | os.PathLike, remedy: str | None = None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    remedy = remedy or _remedy(path)
-    try:
-        with warnings.catch_warnings():
-            # torch warns about the pickle protocol of foreign files; the error below says it all
-            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise _unpickling_error(path, str(exc), remedy) from None
-    except _LOAD_ERRORS as exc:
-        why = "empty file" if path.stat().st_size == 0 else detail(exc).split(". ")[0]  # torch adds advice
-        problem = f"not a loadable checkpoint (truncated or corrupt: {why})"
-        raise DamagedFileError(path, problem, remedy) from None
-    if not isinstance(payload, dict):
-        problem = f"not a logitscope checkpoint (holds {type(payload).__name__}, expected a dict)"
-        raise DamagedFileError(path, problem, remedy)
-    return payload
-
-
-# What torch.load raises for a short or scrambled file: RuntimeError "PytorchStreamReader
-# failed ...", EOFError (empty), KeyError/struct errors (legacy format garbage), zip errors.
-_LOAD_ERRORS = (RuntimeError, EOFError, KeyError, ValueError, TypeError, IndexError, struct.error, zipfile.BadZipFile)
-_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+    return torchfile.load(path, remedy or _remedy(path))
 
 
 def _remedy(path: Path) -> str:
@@ -81,24 +51,6 @@ def _remedy(path: Path) -> str:
     if path.name == "last.pt":
         return "delete it and rerun the same command with --resume (training restarts from the start)"
     return RERUN
-
-
-def _unpickling_error(path: Path, text: str, remedy: str) -> DamagedFileError:
-    """Tell a refused object (``GLOBAL os.system``) from a scrambled pickle stream: torch's
-    ``weights_only`` reader raises ``UnpicklingError`` for both."""
-    found = _GLOBAL_RE.search(text)
-    if found:
-        problem = (
-            f"refused: it would unpickle objects other than plain data ({found.group(1)}; weights_only=True); "
-            "nothing in it was run"
-        )
-        return DamagedFileError(path, problem, f"{remedy}; do not load it elsewhere unless you trust its source")
-    reason = text.split("WeightsUnpickler error:", 1)[-1]
-    skip = ("Weights only load failed", "Check the documentation", "Please file an issue", "(1)", "(2)", "In PyTorch")
-    lines = [ln.strip() for ln in reason.splitlines() if ln.strip() and not ln.strip().startswith(skip)]
-    why = one_line(lines[0], 120) if lines else "unreadable pickle"
-    problem = f"not a loadable checkpoint (corrupt, or a pickle the weights_only=True reader refuses: {why})"
-    return DamagedFileError(path, problem, remedy)
 
 
 def stored_epochs(run_dir: str | os.PathLike) -> list[int]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from logitscope.store.atomic import atomic_save_npy
-from logitscope.store.errors import load_npy
+from logitscope.fileio.atomic import atomic_save_npy
+from logitscope.fileio.errors import load_npy
 
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.npy$")
 SPLIT_ORDER = ("train", "val", "test")

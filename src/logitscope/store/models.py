@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from logitscope.fileio.errors import DamagedFileError, detail
 from logitscope.models import TappedModel, build_model
 from logitscope.store import checkpoints
-from logitscope.store.errors import DamagedFileError, detail
 from logitscope.store.runs import Run
 
 _SPEC_KEYS = ("name", "n_classes", "in_channels", "mean", "std")

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from logitscope._version import __version__
 from logitscope.config import ConfigError, RunConfig, to_plain
+from logitscope.fileio.atomic import atomic_write_json, atomic_write_text
+from logitscope.fileio.errors import DamagedFileError, detail, read_json, read_text, read_yaml
 from logitscope.store import checkpoints
-from logitscope.store.atomic import atomic_write_json, atomic_write_text
-from logitscope.store.errors import DamagedFileError, detail, read_json, read_text, read_yaml
 from logitscope.store.logits import LogitStore
 
 IMPORT_EPOCH = 1  # the one "epoch" of an imported run: its logits are stored as epoch_001
@@ -68,8 +69,6 @@ def environment() -> dict[str, Any]:
             return out.stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
             return None
-
-    from logitscope import __version__
 
     return {
         "logitscope": __version__,
@@ -192,7 +191,7 @@ class Run:
     def summary(self) -> dict[str, Any]:
         rows = self.metrics()
         last = rows[-1] if rows else {}
-        warnings = self.meta.get("warnings") or []  # training's (engine.collapse_warning)
+        warnings = self.meta.get("warnings") or []  # training's (training.monitor.collapse_warning)
         return {
             "run": self.dir.name,
             "method": self.config.method,

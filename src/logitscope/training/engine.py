@@ -13,12 +13,12 @@ killed at any moment and resumed ends bitwise equal to an uninterrupted one on C
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,38 +27,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from logitscope.attacks.pgd import pgd
 from logitscope.config import RunConfig
 from logitscope.data import Augment, Dataset, load_data
 from logitscope.models import build_model
+from logitscope.models.predict import predict_logits
+from logitscope.runtime import derive_seed, resolve_device
 from logitscope.store import checkpoints
 from logitscope.store.logits import write_labels, write_logits
 from logitscope.store.runs import Run
 from logitscope.training import objectives, perf
 from logitscope.training.distributed import Dist
+from logitscope.training.monitor import collapse_warning, monitor_subset, pgd_accuracy
+from logitscope.training.schedules import learning_rate, monitors_pgd, should_checkpoint, stores_logits, takes_snapshot
+
+ObjectiveFactory = Callable[[Run, Dataset, torch.device], objectives.Objective]
+"""Builds a run's objective once its folder and data exist (distillation: the student's
+targets, computed from its teacher); `logitscope.distill` hands one to `train`."""
 
 log = logging.getLogger(__name__)
-
-
-def derive_seed(seed: int, *tags: Any) -> int:
-    """A 63-bit seed derived from ``seed`` and tags (stable across processes and versions)."""
-    h = hashlib.sha256(repr((seed, *tags)).encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r}: CUDA is not available on this machine (use cpu or auto)")
-    return dev
-
-
-def learning_rate(cfg: RunConfig, epoch: int) -> float:
-    """Step schedule: lr times gamma for every milestone already passed (epochs are 1-based)."""
-    passed = sum(1 for m in cfg.optim.milestones if epoch > m)
-    return cfg.optim.lr * cfg.optim.gamma**passed
 
 
 def model_spec(cfg: RunConfig, data: Dataset) -> dict[str, Any]:
@@ -72,47 +58,6 @@ def model_spec(cfg: RunConfig, data: Dataset) -> dict[str, Any]:
     }
 
 
-def load_run_dataset(cfg: RunConfig) -> Dataset:
-    return load_data(cfg.data)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
-    """``(N, C)`` float32 logits of uint8 images ``x`` in eval mode, in order."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(device, non_blocking=True).float().div_(255)
-        out.append(model(xb).float().cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def monitor_subset(n_test: int, n: int) -> torch.Tensor:
-    """The fixed test subset for per-epoch PGD accuracy (same for every run of a dataset)."""
-    g = torch.Generator().manual_seed(derive_seed(0, "monitor"))
-    return torch.randperm(n_test, generator=g)[: min(n, n_test)].sort().values
-
-
-def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunConfig, device: torch.device) -> float:
-    """Accuracy under PGD (eval mode, random start, step 2.5 eps / steps) on ``x``."""
-    if len(x) == 0 or cfg.monitor.pgd_n == 0:
-        return float("nan")
-    eps, steps = cfg.attack.eps, cfg.monitor.pgd_steps
-    g = torch.Generator(device).manual_seed(derive_seed(0, "monitor-pgd"))
-    model.eval()
-    correct = 0
-    bs = cfg.monitor.eval_batch_size
-    for i in range(0, len(x), bs):
-        xb = x[i : i + bs].to(device).float().div_(255)
-        yb = y[i : i + bs].to(device)
-        xa = pgd(model, xb, yb, eps, 2.5 * eps / max(steps, 1), steps, True, g)
-        with torch.no_grad():
-            correct += int((model(xa).argmax(1) == yb).sum())
-    return correct / len(x)
-
-
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or snapshot: the run stops at once; its last good checkpoint and
     logits stay as they were (nothing of the diverged epoch is written)."""
@@ -124,45 +69,12 @@ class TrainingDiverged(RuntimeError):
 NONFINITE_CHECK_EVERY_CUDA = 50
 
 
-def _diverged(run: Run, epoch: int, what: str, record: bool) -> TrainingDiverged:
+def diverged(run: Run, epoch: int, what: str, record: bool) -> TrainingDiverged:
     """The error to raise; ``record``: this process writes the run's ``meta.json`` (rank 0)."""
     msg = f"run {run.dir.name} diverged at epoch {epoch}: {what}; lower optim.lr or set optim.grad_clip"
     if record:
         run.update_meta(status="failed", reason=msg, failed=time.time())
     return TrainingDiverged(msg)
-
-
-# Collapse: a run whose clean training accuracy is still at chance after its first epochs is
-# not learning (PGD-AT at a large eps from scratch stalls there, e.g. MNIST at eps 0.3 with
-# loss 2.30 and 11.3% accuracy: the share of its largest class, all images given one label).
-# The rule: at the end of epoch COLLAPSE_CHECK_EPOCH (or the last epoch, if the run is
-# shorter) the epoch's train_acc (its logit snapshot: eval mode, clean, unaugmented) is below
-# COLLAPSE_FACTOR / C for C classes. 1.5 / C (15% for 10 classes) sits above what one
-# constant prediction scores on roughly balanced data (MNIST's largest class: 11.2%) and far
-# below what any learning run reaches by then (digits ST: over 80% after epoch 1; CIFAR-10
-# PGD-AT: about 30%). Two epochs, not one: a slow first epoch (warm-up, small lr) is not yet
-# a failure. The run goes on (it may still start learning); the warning is logged and kept
-# in meta.json ("warnings"), shown by `logitscope runs`.
-COLLAPSE_CHECK_EPOCH = 2
-COLLAPSE_FACTOR = 1.5
-
-
-def collapse_warning(cfg: RunConfig, epoch: int, train_acc: float, n_classes: int) -> str | None:
-    """The collapse warning of ``epoch`` (see ``COLLAPSE_CHECK_EPOCH``), or None."""
-    if epoch != min(COLLAPSE_CHECK_EPOCH, cfg.epochs) or n_classes < 2 or not train_acc < COLLAPSE_FACTOR / n_classes:
-        return None
-    if cfg.objective == "pgd-at":
-        w = max(2 * cfg.attack.warmup_epochs, 5)
-        hint = (
-            f"for PGD-AT try attack.warmup_epochs={w} (eps ramps up from eps/{w}; now {cfg.attack.warmup_epochs}) "
-            f"or a lower optim.lr (now {cfg.optim.lr:g})"
-        )
-    else:
-        hint = f"try a lower optim.lr (now {cfg.optim.lr:g}), and check the data and labels"
-    return (
-        f"training accuracy {100 * train_acc:.1f}% after epoch {epoch} is at chance "
-        f"({100 / n_classes:.1f}% for {n_classes} classes): it is not learning; {hint}"
-    )
 
 
 def _record_warnings(run: Run, cfg: RunConfig, row: dict[str, Any], n_classes: int, **meta: Any) -> None:
@@ -178,43 +90,28 @@ def _record_warnings(run: Run, cfg: RunConfig, row: dict[str, Any], n_classes: i
         run.update_meta(**meta, **({"warnings": warnings} if new else {}))
 
 
-def _epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.Generator:
+def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(derive_seed(cfg.seed, "epoch", epoch))
 
 
-def should_checkpoint(cfg: RunConfig, epoch: int) -> bool:
-    every = cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0
-    return bool(every) or epoch in cfg.checkpoint_epochs or epoch == cfg.epochs
-
-
-def stores_logits(cfg: RunConfig, epoch: int) -> bool:
-    """Whether ``epoch``'s logits are stored: every ``store.logits_every``-th epoch, and every
-    epoch whose checkpoint is kept (the epochs teachers, students and analyses are taken at)."""
-    return epoch % cfg.store.logits_every == 0 or should_checkpoint(cfg, epoch)
-
-
-def takes_snapshot(cfg: RunConfig, epoch: int) -> bool:
-    """Whether ``epoch`` ends with a logit snapshot of every split (its accuracies): the epochs
-    whose logits are stored, and the collapse check's epoch (`COLLAPSE_CHECK_EPOCH`). Other
-    epochs (``store.logits_every > 1``) record their accuracies as nan: a forward pass over
-    every image that nothing keeps is a third of a small student's epoch."""
-    return stores_logits(cfg, epoch) or epoch == min(COLLAPSE_CHECK_EPOCH, cfg.epochs)
-
-
-def monitors_pgd(cfg: RunConfig, epoch: int) -> bool:
-    """Whether ``epoch`` measures the PGD monitor: every ``monitor.pgd_every``-th and the last."""
-    return epoch % cfg.monitor.pgd_every == 0 or epoch == cfg.epochs
-
-
-def build_objective(cfg: RunConfig, run: Run, data: Dataset, device: torch.device) -> objectives.Objective:
+def build_objective(
+    cfg: RunConfig, run: Run, data: Dataset, device: torch.device, objective: ObjectiveFactory | None = None
+) -> objectives.Objective:
+    """The run's objective: ST and PGD-AT from the config, any other through ``objective``."""
+    if objective is not None:
+        return objective(run, data, device)
     if cfg.objective == "standard":
         return objectives.standard
     if cfg.objective == "pgd-at":
         return objectives.pgd_at(cfg.attack)  # warm-up: the epoch loop rebuilds it per epoch (attack_at_epoch)
-    from logitscope.distill.pipeline import prepare_targets
+    raise ValueError(_needs_objective(cfg))
 
-    targets = prepare_targets(cfg, run, data, device)
-    return objectives.distill(torch.from_numpy(targets).to(device), cfg.distill.loss, cfg.distill.temperature)
+
+def _needs_objective(cfg: RunConfig) -> str:
+    return (
+        f"method={cfg.method!r} trains with an objective built outside the engine: "
+        "expected logitscope.train or logitscope.distill.train_student (they build the student's targets)"
+    )
 
 
 def new_optimizer(cfg: RunConfig, params: Any) -> torch.optim.SGD:
@@ -276,7 +173,7 @@ def snapshot(
         finite = np.isfinite(logits).all(axis=1)
         if not finite.all():
             what = f"non-finite logits on {int((~finite).sum())} of {len(y)} {split} images"
-            raise _diverged(run, epoch, what, dist.is_main)
+            raise diverged(run, epoch, what, dist.is_main)
         if dist.is_main and stores_logits(cfg, epoch):
             write_logits(run.dir, split, epoch, logits, cfg.store.logits_dtype)
         accs[f"{split}_acc"] = float((logits.argmax(1) == y.numpy()).mean())
@@ -341,6 +238,7 @@ def train(
     resume: bool = False,
     progress: bool | None = None,
     stop_after_batches: int | None = None,
+    objective: ObjectiveFactory | None = None,
 ) -> Run:
     """Train one run and keep the logits of every sample at every epoch.
 
@@ -351,11 +249,15 @@ def train(
         progress: show progress bars (default: when stderr is a terminal).
         stop_after_batches: for tests: raise ``KeyboardInterrupt`` after this many batches,
             as a kill mid-epoch would.
+        objective: builds the objective of a method the engine does not define itself
+            (distillation; see `logitscope.distill.train_student`); ST and PGD-AT need none.
 
     Returns:
         The :class:`Run`; an already complete run is returned untouched.
     """
     cfg = config
+    if objective is None and cfg.objective not in ("standard", "pgd-at"):
+        raise ValueError(_needs_objective(cfg))
     device = resolve_device(cfg.device)
     dist = Dist.from_env(device.type)
     if dist.enabled and device.type == "cuda":
@@ -368,7 +270,7 @@ def train(
     if run.complete:
         log.info("run %s is complete; nothing to do", run.dir.name)
         return run
-    data = load_run_dataset(cfg)
+    data = load_data(cfg.data)
     model, spec = initial_model(cfg, data, device)
     if dist.enabled and device.type == "cuda":
         # BatchNorm over the global batch, as one process (SyncBatchNorm refuses CPU tensors, so
@@ -387,7 +289,7 @@ def train(
     augment = Augment(cfg.data.augment_pad, cfg.data.augment_flip)
     if not dist.is_main:
         dist.barrier()  # rank 0 computes and caches distillation targets first; the others read them
-    objective = build_objective(cfg, run, data, device)
+    step_objective = build_objective(cfg, run, data, device, objective)
     if dist.is_main:
         dist.barrier()
     n, bs = len(y_train), cfg.optim.batch_size
@@ -400,8 +302,8 @@ def train(
             group["lr"] = lr
         train_attack = objectives.attack_at_epoch(cfg.attack, epoch) if cfg.objective == "pgd-at" else None
         if train_attack is not None and cfg.attack.warmup_epochs:
-            objective = objectives.pgd_at(train_attack)
-        g = _epoch_generator(cfg, epoch, device)
+            step_objective = objectives.pgd_at(train_attack)
+        g = epoch_generator(cfg, epoch, device)
         order = torch.randperm(n, generator=g, device=device)
         train_model.train()
         t0 = time.perf_counter()
@@ -417,7 +319,7 @@ def train(
             idx = batch[s0:s1]
             xb = perf.to_format(augment(x_train[batch], g)[s0:s1].float().div_(255), cfg.perf)
             with perf.autocast(cfg.perf, device):
-                loss = objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
+                loss = step_objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
             batch_no = i // bs + 1
             # an empty shard (a tail batch with fewer rows than ranks) has a nan mean and weight 0
             loss_d = loss.detach().float() if s1 > s0 else torch.zeros((), device=device)
@@ -430,7 +332,7 @@ def train(
                 what = "non-finite loss on another rank"
                 if int(first_bad) >= 0:
                     what = f"loss {float(bad_value)} at batch {int(first_bad)}"
-                raise _diverged(run, epoch, what, dist.is_main)
+                raise diverged(run, epoch, what, dist.is_main)
             opt.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
             scale = (s1 - s0) * dist.world / len(batch)
@@ -473,4 +375,4 @@ def train(
     return run
 
 
-__all__ = ["TrainingDiverged", "derive_seed", "learning_rate", "predict_logits", "resolve_device", "train"]
+__all__ = ["ObjectiveFactory", "TrainingDiverged", "train"]

@@ -73,15 +73,3 @@ def pgd_at(attack: AttackConfig) -> Objective:
         return F.cross_entropy(model(x_adv), y)
 
     return objective
-
-
-def distill(targets: torch.Tensor, loss: str = "l1", temperature: float = 1.0) -> Objective:
-    """Match each image's fixed teacher target (``targets``: (N, C) on the training device)."""
-    from logitscope.distill.losses import distill_loss
-
-    def objective(
-        model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, g: torch.Generator, shard: Shard
-    ) -> torch.Tensor:
-        return distill_loss(model(x), targets[idx], loss, temperature)
-
-    return objective

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from logitscope.store.errors import load_npz
+from logitscope.fileio.errors import load_npz
 
 __all__ = [
     "atomic_save_npy",
@@ -25,7 +25,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
-    "load_npz",  # the reader of what atomic_save_npz writes; one-line errors (store.errors)
+    "load_npz",  # the reader of what atomic_save_npz writes; one-line errors (fileio.errors)
 ]
 
 
