@@ -142,7 +142,8 @@ def cycles(edges: Mapping[str, set[str]]) -> list[list[str]]:
 
 def package_sources() -> dict[str, tuple[str, bool]]:
     return {
-        module_name(p, SRC): (p.read_text(), p.name == "__init__.py") for p in sorted((SRC / "logitscope").rglob("*.py"))
+        module_name(p, SRC): (p.read_text(), p.name == "__init__.py")
+        for p in sorted((SRC / "logitscope").rglob("*.py"))
     }
 
 
