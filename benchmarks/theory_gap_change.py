@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from logitscope.attacks.pgd import pgd
 from logitscope.data.digits import load_digits_dataset
 from logitscope.models.small import small_cnn
-from logitscope.theory.fgsm_gap import measure_gap_change, plot_gap_change
+from logitscope.report.figures import save_figure
+from logitscope.report.figures_theory import figure_gap_change
+from logitscope.theory.fgsm_gap import measure_gap_change
 
 SETTINGS = {
     "lr": 0.05,  # SGD learning rate
@@ -88,7 +90,7 @@ def main() -> None:
         headline[f"{name}_test_acc"] = round(acc, 4)
     for eps in args.eps:
         results = {name: measure_gap_change(model, x_test, y_test, eps) for name, model in models.items()}
-        plot_gap_change(results, args.out / f"theory_gap_change_eps{eps:g}.png")
+        save_figure(figure_gap_change(results), args.out / f"theory_gap_change_eps{eps:g}.png", dpi=120)
         for name, res in results.items():
             ok = res["correct"]
             tag = f"{name}_eps{eps:g}"

@@ -135,33 +135,64 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from logitscope.analysis.cli import analyze
+def analysis_groups(runs: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """``logitscope analyze``'s runs as (ST, AT and students), by their configs."""
+    from logitscope.store.runs import Run
 
-    result = analyze([Path(r) for r in args.runs], epoch=args.epoch, out_dir=Path(args.out) if args.out else None)
-    print(json.dumps(result, default=str)[:2000])
+    loaded = [Run(r) for r in runs]
+    imported = [r.dir.name for r in loaded if r.imported]
+    if imported:
+        raise ValueError(
+            f"run {imported[0]} is imported: say which runs are standard and which robust with "
+            "logitscope compare --st RUN... --at RUN..."
+        )
+    st = [r.dir for r in loaded if r.config.objective == "standard"]
+    at = [r.dir for r in loaded if r.config.objective != "standard"]
+    if not st or not at:
+        raise ValueError(f"{len(st)} ST and {len(at)} AT/student runs given: expected at least one of each")
+    names = {r.config.data.name for r in loaded}
+    if len(names) > 1:
+        raise ValueError(f"runs of several datasets {sorted(names)}: expected runs of one dataset")
+    return st, at
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from logitscope.analysis.analyze import analyze
+    from logitscope.data import load_data
+    from logitscope.report.build import logit_figures
+    from logitscope.store.runs import Run
+
+    st, at = analysis_groups(args.runs)
+    cfg = Run(st[0]).config
+    out = Path(args.out) if args.out else st[0].parent / "analysis"
+    result = analyze(st, at, args.epoch, out, class_names=load_data(cfg.data).class_names, dataset=cfg.data.name)
+    drawn, _ = logit_figures(out, out, None, analysis_dir=out)
+    print(json.dumps({**result, "figures": {k: str(v) for k, v in drawn.items()}}, default=str)[:2000])
     return 0
 
 
 def cmd_manifolds(args: argparse.Namespace) -> int:
-    from logitscope.manifolds.pipeline import analyze_runs
+    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.report.build import manifold_figures
+    from logitscope.store.runs import Run
 
-    result = analyze_runs(
-        [Path(r) for r in args.runs],
-        epoch=args.epoch,
-        eps=parse_float(args.eps) if args.eps else None,
-        n_manifolds=args.p,
-        n_points=args.m,
-        out_dir=Path(args.out) if args.out else None,
-    )
-    print(json.dumps(result, default=str)[:2000])
+    loaded = [Run(r) for r in args.runs]
+    eps = parse_float(args.eps) if args.eps else loaded[0].config.attack.eps
+    out = Path(args.out) if args.out else loaded[0].dir.parent / "manifolds"
+    labelled = {r.dir.name: (r.dir, args.epoch) for r in loaded}
+    result = analyze_models(labelled, eps, args.p, args.m, out_dir=out)
+    drawn, _ = manifold_figures(result, out)
+    print(json.dumps({**result, "figures": {k: str(v) for k, v in drawn.items()}}, default=str)[:2000])
     return 0
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
+    from logitscope.report.figures_theory import draw_theory_figures
     from logitscope.theory.run import write_theory
 
-    result = write_theory(Path(args.out), n_classes=args.classes)
+    out_dir = Path(args.out)
+    result = write_theory(out_dir, n_classes=args.classes)
+    draw_theory_figures(out_dir, out_dir)
     print(json.dumps({k: result[k] for k in result if k in ("thresholds",)}, default=str))
     return 0
 
@@ -235,7 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_train_parsers(sub)
+    _add_distill_parser(sub)
+    _add_analysis_parsers(sub)
+    _add_reproduce_parser(sub)
+    _add_import_parser(sub)
+    _add_compare_parsers(sub)
+    return p
 
+
+Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns
+
+
+def _add_train_parsers(sub: Subparsers) -> None:
+    """``train``, ``runs`` and ``evaluate``."""
     t = sub.add_parser("train", help="train an ST or PGD-AT model, keeping every epoch's logits")
     _add_run_flags(t)
     t.set_defaults(func=cmd_train)
@@ -257,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_distill_parser(sub: Subparsers) -> None:
     d = sub.add_parser("distill", help="distil a teacher's (transformed) logits into a student on clean inputs")
     _add_run_flags(d)
     d.add_argument("--teacher", required=True, help="teacher run folder")
@@ -273,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hybrid-order", help="ST teacher run whose class order hybrid uses")
     d.set_defaults(func=cmd_distill)
 
+
+def _add_analysis_parsers(sub: Subparsers) -> None:
+    """``analyze``, ``manifolds`` and ``theory``."""
     a = sub.add_parser("analyze", help="logit analyses and their figures over runs")
     a.add_argument("runs", nargs="+")
     a.add_argument("--epoch", type=int)
@@ -293,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--out", default="theory")
     th.set_defaults(func=cmd_theory)
 
+
+def _add_reproduce_parser(sub: Subparsers) -> None:
     rp = sub.add_parser("reproduce", help="the whole paper from one command (resumable)")
     rp.add_argument(
         "--preset", default="digits", help="digits | cifar10-quick | cifar10-paper | cifar100-paper | a YAML file"
@@ -311,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--jobs", type=int, help="local worker processes (default: CPU cores without CUDA, else 1)")
     rp.set_defaults(func=cmd_reproduce)
 
+
+def _add_import_parser(sub: Subparsers) -> None:
     im = sub.add_parser("import", help="import a model trained elsewhere as a run (TorchScript, or factory + weights)")
     im.add_argument("name", help="readable run name (the folder is NAME-<hash> under --out)")
     src = im.add_mutually_exclusive_group(required=True)
@@ -325,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--device", default="auto")
     im.set_defaults(func=cmd_import)
 
+
+def _add_compare_parsers(sub: Subparsers) -> None:
+    """``compare`` and ``report``."""
     cp = sub.add_parser("compare", help="section 4.1's analyses, claims and a report for ST runs against AT runs")
     cp.add_argument("--st", nargs="+", required=True, help="standard run folders (trained or imported)")
     cp.add_argument("--at", nargs="+", required=True, help="robust run folders (trained or imported)")
@@ -343,7 +399,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the report from the stores alone")
     rep.add_argument("out", help="the reproduce output folder")
     rep.set_defaults(func=cmd_report)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -122,11 +122,10 @@ def compare(
     Returns:
         ``{"report": index.html, "failed": {stage: error}, "claims": {verdict: count}}``.
     """
-    from logitscope.analysis.summary import analyze_runs
+    from logitscope.analysis.analyze import analyze
     from logitscope.data import load_data
     from logitscope.evaluation import evaluate
     from logitscope.report.build import build_compare_report
-    from logitscope.runtime import resolve_device
 
     out = Path(out)
     groups = _check_runs(st, at, eps)
@@ -150,32 +149,27 @@ def compare(
     data = load_data(groups["st"][0].config.data)
     attempt(
         "analyze",
-        analyze_runs,
+        analyze,
         [rdir / r for r in ids["st"]],
         [rdir / r for r in ids["at"]],
         None,
         out / "analysis",
-        images=data.x_test.numpy(),
         class_names=data.class_names,
         dataset=data.name,
     )
     if manifolds:
-        from logitscope.manifolds.pipeline import analyze_models
-
         models = {"ST": (rdir / ids["st"][0], None), "AT": (rdir / ids["at"][0], None)}
-        attempt(
-            "manifolds",
-            analyze_models,
-            models,
-            eps,
-            n_manifolds,
-            n_points,
-            out_dir=out / "manifolds",
-            simulate=False,
-            device=str(resolve_device(device)),
-        )
+        attempt("manifolds", _manifolds, models, eps, n_manifolds, n_points, out / "manifolds", device)
     report, counts = build_compare_report(out, ids, failed, manifolds=manifolds, eps=eps)
     return {"report": str(report), "failed": failed, "claims": counts}
 
 
 __all__ = ["compare"]
+
+
+def _manifolds(models: dict[str, Any], eps: float, p: int, m: int, out: Path, device: str) -> dict[str, Any]:
+    """Figure 5 of the first ST and AT run (no simulated capacity: minutes per layer on a CPU)."""
+    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.runtime import resolve_device
+
+    return analyze_models(models, eps, p, m, out_dir=out, simulate=False, device=str(resolve_device(device)))

@@ -14,7 +14,7 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -346,7 +346,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if is_none and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        for option in inner[:-1]:  # e.g. ``int | str``: the first type the value parses as
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        return _coerce(value, inner[-1], key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a mapping")
+        return dict(value)
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
@@ -395,11 +404,25 @@ def from_plain(cls: type, d: dict[str, Any], prefix: str) -> Any:
     for name, value in d.items():
         tp = hints[name]
         key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_plain(tp, value or {}, f"{key}.")
-        else:
+        section = _dataclass_in(tp)
+        if section is None:
             kwargs[name] = _coerce(value, tp, key)
+        elif value is None and section is not tp:
+            kwargs[name] = None  # an optional section left empty (e.g. a preset's crosscheck: null)
+        else:
+            kwargs[name] = from_plain(section, value or {}, f"{key}.")
+    missing = [f.name for f in fields(cls) if f.name not in kwargs and f.default is f.default_factory is MISSING]
+    if missing:
+        raise ConfigError(f"missing key {prefix}{missing[0]!r}: expected {', '.join(f.name for f in fields(cls))}")
     return cls(**kwargs)
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """``tp`` if it is a dataclass, the dataclass of ``Section | None``, else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+    return found[0] if found else None
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str]) -> Any:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from logitscope.attacks.protocol import ProtocolConfig, ProtocolResult, evaluate_model
 from logitscope.data import load_data
@@ -25,6 +25,10 @@ from logitscope.runtime import resolve_device
 from logitscope.store.evaluations import check_split, record_path
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +108,23 @@ def evaluate(
         precision=precision,
     )
     path = record_path(run.dir, protocol, epoch, split)
-    summary_path = path.with_suffix(".json")
     settings = {**cfg.result_settings(), "n": n, "epoch": epoch}
-    saved = _saved_summary(path, summary_path, settings)
+    saved = _saved_summary(path, path.with_suffix(".json"), settings)
     if saved is not None:
         return {**saved, "split": split}  # summaries written before the split was recorded: test
     if n is not None and n < 1:
         raise ValueError(f"n={n}: expected a positive number of {split} images (or none for all)")
     dev = resolve_device(device)
+    x, y = _split_images(run, split, n)
+    model = load_model(run, epoch, device=dev)
+    state = path.parent / f".{path.stem}.state.npz"
+    result, seconds = _run_protocol(model, x, y, cfg, dev, state)
+    head = {"run": run.dir.name, "epoch": epoch, "protocol": protocol, "split": split, "eps": cfg.eps, "n": len(y)}
+    return _write_records(head, settings, path, state, result, seconds)
+
+
+def _split_images(run: Run, split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images (uint8) and labels of the run's ``split``: "val" must hold some."""
     data = load_data(run.config.data)
     x, y = data.split(split)
     if split == "val" and not len(y):
@@ -119,21 +132,33 @@ def evaluate(
             f"run {run.dir.name} has no validation images (data.val_per_class={run.config.data.val_per_class}): "
             "set data.val_per_class to hold some out of its training set"
         )
-    x, y = x[:n], y[:n]
-    model = load_model(run, epoch, device=dev)
+    return x[:n], y[:n]
+
+
+def _run_protocol(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ProtocolConfig, dev: torch.device, state: Path
+) -> tuple[ProtocolResult, float]:
+    """The protocol's result on ``x``, ``y`` (resumed from ``state`` unless it is damaged) and its seconds."""
     t0 = time.perf_counter()
-    state = path.parent / f".{path.stem}.state.npz"
     _drop_if_damaged(state)
     result = evaluate_model(model, x.float().div(255).to(dev), y.to(dev), cfg, state_path=state)
-    seconds = time.perf_counter() - t0
+    return result, time.perf_counter() - t0
+
+
+def _write_records(
+    head: dict[str, Any],
+    settings: dict[str, Any],
+    path: Path,
+    state: Path,
+    result: ProtocolResult,
+    seconds: float,
+) -> dict[str, Any]:
+    """Write the per-sample records at ``path`` and the summary (``head``: run, epoch,
+    protocol, split, eps, n; then the accuracies) beside them, drop the resume ``state``;
+    the summary."""
     result.save(path)
     summary = {
-        "run": run.dir.name,
-        "epoch": epoch,
-        "protocol": protocol,
-        "split": split,
-        "eps": cfg.eps,
-        "n": len(y),
+        **head,
         "clean_acc": result.clean_accuracy,
         "robust_acc": result.robust_accuracy,
         "accuracy_after": result.accuracy_after,
@@ -141,17 +166,17 @@ def evaluate(
         "settings": settings,
         "records": str(path),
     }
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(path.with_suffix(".json"), summary)
     state.unlink(missing_ok=True)
     log.info(
         "%s epoch %d: clean %.4f robust %.4f (%s, %s split, eps %.4g, %.1f s)",
-        run.dir.name,
-        epoch,
+        head["run"],
+        head["epoch"],
         result.clean_accuracy,
         result.robust_accuracy,
-        protocol,
-        split,
-        cfg.eps,
+        head["protocol"],
+        head["split"],
+        head["eps"],
         seconds,
     )
     return summary

@@ -111,7 +111,7 @@ def test_compare_an_imported_pair_into_a_report(pair, tmp_path, capsys):
     assert claims["table1-robust"]["verdict"] == "inconclusive"  # one model per group: no interval
     assert "no interval" in claims["table1-robust"]["statistic"]
     for name in ("fig1_max_logit_evolution", "fig2a_gap_histograms", "fig2b_adv_acc_by_gap", "fig3b_rank_disagreement"):
-        assert (out / "analysis" / f"{name}.png").is_file()
+        assert (out / "report" / "figures" / f"{name}.png").is_file()
     manifolds = json.loads((out / "manifolds" / "manifolds.json").read_text())
     assert manifolds["models"]["ST"]["layer_order"] == ["input", "features", "hidden", "head", "logits"]
     assert manifolds["models"]["AT"]["layer_order"] == ["input", "logits"]  # TorchScript, not a sequence
@@ -136,7 +136,7 @@ def test_a_failed_evaluation_is_reported_and_the_rest_finishes(pair, tmp_path, m
     claims = {row["id"]: row for row in csv.DictReader((tmp_path / "cmp" / "report" / "claims.csv").open())}
     assert claims["table1-robust"]["verdict"] == "failed"
     assert claims["max-logit-mean"]["verdict"] != "failed"  # the analysis finished without the evaluation
-    assert (tmp_path / "cmp" / "analysis" / "fig1_max_logit_evolution.png").is_file()
+    assert (tmp_path / "cmp" / "report" / "figures" / "fig1_max_logit_evolution.png").is_file()
     assert "Stages that failed" in (tmp_path / "cmp" / "report" / "index.html").read_text()
 
 

@@ -197,7 +197,11 @@ def test_analyze_models_says_where_mftma_is_undefined(tmp_path, tiny_config):
     assert "NaN" not in (out / "manifolds.json").read_text()
     text = (out / "summary.txt").read_text()
     assert f"logits (every model): {reason}" in text and "MFTMA is undefined at" in text
-    assert (out / "fig5.png").stat().st_size > 0
+    assert not list(out.glob("*.png"))  # the stage stores numbers; the report draws
+    from logitscope.report.build import manifold_figures
+
+    drawn, _ = manifold_figures(saved, tmp_path / "figures")  # from the stored JSON alone
+    assert set(drawn) == {"fig5"} and drawn["fig5"].stat().st_size > 0
 
 
 def test_simulated_capacity_only_for_the_models_asked(tmp_path, tiny_config):
@@ -215,6 +219,9 @@ def test_simulated_capacity_only_for_the_models_asked(tmp_path, tiny_config):
     assert not any("simulated_capacity" in v for v in st.values())
     assert summary["simulated_models"] == ["AT teacher"] and summary["n_dichotomies"] == 3
     assert "Simulated capacity (figure A.8) of the AT teacher" in (tmp_path / "m" / "summary.txt").read_text()
-    assert (tmp_path / "m" / "figA8.png").is_file()
+    from logitscope.report.build import manifold_figures
+
+    drawn, _ = manifold_figures(json.loads((tmp_path / "m" / "manifolds.json").read_text()), tmp_path / "figures")
+    assert set(drawn) == {"fig5", "figA8"} and drawn["figA8"].is_file()
     with pytest.raises(ValueError, match="'student' is not a model here"):
         analyze_models(models, 0.1, out_dir=tmp_path / "m2", simulate_models=["student"], **common)

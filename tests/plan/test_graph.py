@@ -250,15 +250,15 @@ def test_a_killed_plan_continues_to_the_same_results(tmp_path, tiny_preset, chos
     """Kills mid-epoch of the AT teacher, mid-epoch of the first student and at the second
     evaluation; each rerun continues where the last stopped and ends bitwise equal."""
     from logitscope import evaluation
-    from logitscope.training import engine
+    from logitscope.distill import pipeline
 
     calls = {"train": 0, "evaluate": 0}
     kills = {("train", 1): 30, ("train", 3): 5, ("evaluate", 2): 0}  # digits: 22 batches an epoch
-    real_train, real_evaluate = engine.train, evaluation.evaluate
+    real_train, real_evaluate = pipeline.train, evaluation.evaluate  # the engine's train, as every run calls it
 
-    def train(cfg, out="runs", resume=False, progress=None, stop_after_batches=None):
+    def train(cfg, out="runs", resume=False, progress=None, stop_after_batches=None, objective=None):
         calls["train"] += 1
-        return real_train(cfg, out, resume, progress, kills.get(("train", calls["train"])))
+        return real_train(cfg, out, resume, progress, kills.get(("train", calls["train"])), objective=objective)
 
     def evaluate(*args, **kwargs):
         calls["evaluate"] += 1
@@ -266,7 +266,7 @@ def test_a_killed_plan_continues_to_the_same_results(tmp_path, tiny_preset, chos
             raise KeyboardInterrupt("killed (test)")
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train", train)
+    monkeypatch.setattr(pipeline, "train", train)
     monkeypatch.setattr(evaluation, "evaluate", evaluate)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):

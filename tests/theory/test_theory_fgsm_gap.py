@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from logitscope.theory.fgsm_gap import measure_gap_change, plot_gap_change
+from logitscope.theory.fgsm_gap import measure_gap_change
+from logitscope.theory.stored import load_gap_results, save_gap_results
 
 
 def _linear_model(seed: int = 0, n_classes: int = 4) -> nn.Module:
@@ -135,11 +136,16 @@ def test_train_mode_warns_and_bad_args_raise(caplog):
         measure_gap_change(model, x, y[:2], 0.01)
 
 
-def test_plot_gap_change_writes_png(tmp_path):
+def test_gap_results_round_trip(tmp_path):
     model = _smooth_cnn(5)
     x, _ = _data(30, 5, seed=5)
     y = model(x).argmax(1)
     results = {"ST": measure_gap_change(model, x, y, 0.01), "AT": measure_gap_change(model, x, y, 0.005)}
-    path = tmp_path / "gap.png"
-    plot_gap_change(results, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = save_gap_results(tmp_path / "fgsm_gap.npz", results)
+    back = load_gap_results(path)
+    assert list(back) == ["ST", "AT"]
+    for name, res in results.items():
+        assert set(back[name]) == set(res)
+        for key, val in res.items():
+            assert back[name][key].dtype == val.dtype and back[name][key].shape == val.shape
+            np.testing.assert_array_equal(back[name][key], val)

@@ -10,8 +10,7 @@ import pytest
 
 from logitscope.theory import appendix_c as ac
 from logitscope.theory.run import VERDICTS, write_theory
-
-PNG = b"\x89PNG\r\n\x1a\n"
+from logitscope.theory.stored import load_gap_results
 
 
 def _fake_gap_results():
@@ -39,11 +38,26 @@ def theory(tmp_path_factory):
 
 def test_files_written(theory):
     out, result = theory
-    for name in ("fig_c1", "fig_c2", "fig_c3"):
-        assert (out / f"{name}.png").read_bytes()[:8] == PNG
+    # data only: the report draws the figures (report.figures_theory)
+    assert sorted(p.name for p in out.iterdir()) == ["fgsm_gap.npz", "theory.json"]
     on_disk = json.loads((out / "theory.json").read_text())
     assert on_disk == result
     json.dumps(result, allow_nan=False)
+    stored = load_gap_results(out / "fgsm_gap.npz")
+    fake = _fake_gap_results()
+    assert list(stored) == list(fake)
+    for name, res in fake.items():
+        assert set(stored[name]) == set(res)
+        for key, val in res.items():
+            np.testing.assert_array_equal(stored[name][key], val)
+
+
+def test_no_gap_results_removes_a_stale_file(tmp_path):
+    (tmp_path / "fgsm_gap.npz").write_bytes(b"old")
+    result = write_theory(tmp_path, 10, betas=(3.5,), n_starts=2)
+    assert not (tmp_path / "fgsm_gap.npz").exists()
+    assert result["fgsm_gap_fits"] == {}
+    assert not any(s["statement"].startswith("Beyond the paper") for s in result["statements"])
 
 
 def test_statements_are_well_formed(theory):

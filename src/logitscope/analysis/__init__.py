@@ -38,7 +38,6 @@ from logitscope.analysis.ranks import (
     same_class_partner,
     within_class_ranks,
 )
-from logitscope.analysis.summary import analyze_runs
 
 __all__ = [
     "AverageOverlap",
@@ -51,7 +50,6 @@ __all__ = [
     "RankDisagreement",
     "RankScatter",
     "adversarial_accuracy_by_gap",
-    "analyze_runs",
     "average_overlap",
     "class_mean_logits",
     "confidence",

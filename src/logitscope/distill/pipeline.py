@@ -3,9 +3,8 @@ kept with the student.
 
 The raw targets of a teacher checkpoint (its logits averaged over K augmented passes, A.3)
 are computed once and cached in the teacher's run folder
-(``distill_targets/epoch_040-K8-<augment>-<bn>.npy``); every student of that teacher reuses
-them. Each student keeps the targets it trained on in ``targets/targets.npy`` with
-``targets/provenance.json``.
+(`logitscope.store.targets.raw_targets_path`); every student of that teacher reuses them.
+Each student keeps the targets it trained on (`targets_path`) with their provenance.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from logitscope.fileio.errors import DamagedFileError, load_npy, read_json
 from logitscope.store import checkpoints
 from logitscope.store.models import load_model
 from logitscope.store.runs import Run
+from logitscope.store.targets import provenance_path, raw_targets_path, targets_path
 from logitscope.training.engine import ObjectiveFactory, train
 from logitscope.training.objectives import Objective
 
@@ -119,14 +119,14 @@ def _cached_array(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return cached
 
 
-def _saved_targets(out_dir: Path, prov: TargetProvenance, shape: tuple[int, int]) -> np.ndarray | None:
+def _saved_targets(student_dir: Path, prov: TargetProvenance, shape: tuple[int, int]) -> np.ndarray | None:
     """The student's stored targets if their provenance matches ``prov``; ``None`` to make them.
 
     Damaged files are logged and the targets recomputed, as for any cache: the teacher and
     the transform, not these files, define the targets.
     """
-    prov_path = out_dir / "provenance.json"
-    if not (prov_path.is_file() and (out_dir / "targets.npy").is_file()):
+    prov_path = provenance_path(student_dir)
+    if not (prov_path.is_file() and targets_path(student_dir).is_file()):
         return None
     try:
         saved = TargetProvenance.from_dict(read_json(prov_path, expect=dict))
@@ -138,7 +138,7 @@ def _saved_targets(out_dir: Path, prov: TargetProvenance, shape: tuple[int, int]
         return None
     if replace(saved, reports=()) != prov:
         return None
-    return _cached_array(out_dir / "targets.npy", shape)
+    return _cached_array(targets_path(student_dir), shape)
 
 
 def raw_targets(
@@ -154,8 +154,7 @@ def raw_targets(
 ) -> np.ndarray:
     """The teacher checkpoint's logits averaged over ``passes`` augmented passes (cached)."""
     random_passes = passes > 1 or not augment.identity or bn_mode == "batch"
-    name = f"epoch_{epoch:03d}-K{passes}-{augment.describe()}-{bn_mode}-s{seed if random_passes else 0}.npy"
-    path = run.dir / "distill_targets" / name
+    path = raw_targets_path(run.dir, epoch, passes, augment.describe(), bn_mode, seed if random_passes else 0)
     cached = _cached_array(path, (len(x_train), n_classes))
     if cached is not None:
         return cached
@@ -184,8 +183,7 @@ def prepare_targets(cfg: RunConfig, student: Run, data: Dataset, device: torch.d
         seed=d.target_seed,
         transforms=(spec,),
     )
-    out_dir = student.dir / "targets"
-    saved = _saved_targets(out_dir, prov, (len(data.x_train), data.n_classes))
+    saved = _saved_targets(student.dir, prov, (len(data.x_train), data.n_classes))
     if saved is not None:
         return saved
     common = (d.passes, augment, d.bn_mode, d.target_seed, data.x_train, data.n_classes, device)
@@ -199,8 +197,8 @@ def prepare_targets(cfg: RunConfig, student: Run, data: Dataset, device: torch.d
         order = raw_targets(order_run, order_run.resolve_epoch(d.hybrid_order_epoch), *common)
     targets, report = apply_transform(spec, raw, data.y_train.numpy(), seed=d.target_seed, order_targets=order)
     targets = np.asarray(targets, np.float32)
-    atomic_save_npy(out_dir / "targets.npy", targets)
-    atomic_write_json(out_dir / "provenance.json", replace(prov, reports=(report,)).to_dict())
+    atomic_save_npy(targets_path(student.dir), targets)
+    atomic_write_json(provenance_path(student.dir), replace(prov, reports=(report,)).to_dict())
     return targets
 
 

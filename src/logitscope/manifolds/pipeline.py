@@ -1,5 +1,6 @@
-"""Manifold analysis of runs: eps-ball activations per layer, MFTMA and simulated capacity,
-figures 5 and A.8 (``logitscope manifolds`` and the reproduce stage)."""
+"""Manifold analysis of runs: eps-ball activations per layer, MFTMA and simulated capacity
+(``logitscope manifolds`` and the reproduce stage). It stores ``manifolds.json``, from which
+the report draws figures 5 and A.8 (`logitscope.report.figures_manifolds`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from logitscope.data import load_data
 from logitscope.fileio.atomic import atomic_write_json, atomic_write_text
 from logitscope.manifolds.activations import ball_points, choose_exemplars, layer_activations
 from logitscope.store.models import load_model
@@ -142,6 +144,25 @@ def undefined_note(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _summary_text(
+    p: int, m: int, kind: str, eps: float, n_t: int, simulated: Sequence[str], n_dichotomies: int, note: str
+) -> str:
+    """``summary.txt``: what was measured, in words (the report's manifold section text)."""
+    text = (
+        f"P = {p} exemplar test images, M = {m} {kind} points in "
+        f"each L-inf ball of radius {eps:.4g}; MFTMA with n_t = {n_t}."
+    )
+    if simulated:
+        text += (
+            f" Simulated capacity (figure A.8) of the {', '.join(simulated)}: P / N_c, N_c the number of random "
+            f"projections at which half of {n_dichotomies} random balanced dichotomies are linearly separable "
+            "(exact LPs, bisection on N)."
+        )
+    if note:
+        text += "\nMFTMA is undefined at (no measures; left out of the figures and claims):\n" + note
+    return text
+
+
 def analyze_models(
     runs: dict[str, tuple[str | os.PathLike, int | None]],
     eps: float,
@@ -169,8 +190,6 @@ def analyze_models(
             f"manifolds.simulate_models: {unknown[0]!r} is not a model here: expected some of {sorted(runs)}"
         )
     simulated = [label for label in runs if simulate and (simulate_models is None or label in simulate_models)]
-    from logitscope.data import load_data
-    from logitscope.report.figures_manifolds import fig5_geometry, figA8_capacity
 
     out = Path(out_dir)
     first = Run(next(iter(runs.values()))[0])
@@ -198,9 +217,6 @@ def analyze_models(
             label,
             {k: round(v["capacity"], 3) if v["defined"] else "undefined" for k, v in results[label]["layers"].items()},
         )
-    figures = {"fig5": str(fig5_geometry(results, out / "fig5.png"))}
-    if simulated:
-        figures["figA8"] = str(figA8_capacity(results, out / "figA8.png"))
     note = undefined_note(results)
     summary = {
         "eps": eps,
@@ -214,35 +230,8 @@ def analyze_models(
         "exemplars": idx.tolist(),
         "models": results,
         "undefined": undefined_layers(results),
-        "figures": figures,
     }
     atomic_write_json(out / "manifolds.json", summary)
-    text = (
-        f"P = {n_manifolds} exemplar test images, M = {n_points} {kind} points in "
-        f"each L-inf ball of radius {eps:.4g}; MFTMA with n_t = {n_t}."
-    )
-    if simulated:
-        text += (
-            f" Simulated capacity (figure A.8) of the {', '.join(simulated)}: P / N_c, N_c the number of random "
-            f"projections at which half of {n_dichotomies} random balanced dichotomies are linearly separable "
-            "(exact LPs, bisection on N)."
-        )
-    if note:
-        text += "\nMFTMA is undefined at (no measures; left out of the figures and claims):\n" + note
+    text = _summary_text(n_manifolds, n_points, kind, eps, n_t, simulated, n_dichotomies, note)
     atomic_write_text(out / "summary.txt", text)
     return summary
-
-
-def analyze_runs(
-    runs: list[Path],
-    epoch: int | None = None,
-    eps: float | None = None,
-    n_manifolds: int = 50,
-    n_points: int = 20,
-    out_dir: Path | None = None,
-) -> dict[str, Any]:
-    """``logitscope manifolds RUN ...``: every run at ``epoch`` (default: its last checkpoint)."""
-    loaded = [Run(r) for r in runs]
-    eps = eps if eps is not None else loaded[0].config.attack.eps
-    labelled = {r.dir.name: (r.dir, epoch) for r in loaded}
-    return analyze_models(labelled, eps, n_manifolds, n_points, out_dir=out_dir or loaded[0].dir.parent / "manifolds")

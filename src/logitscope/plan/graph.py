@@ -140,65 +140,114 @@ def build_plan(
     """The paper's graph for ``preset`` in ``out``. The students appear once the teacher is
     chosen; ``assume_teacher`` plans them as if that epoch were chosen (the store projection)."""
     out = Path(out)
-    stages: list[Stage] = []
+    b = _Builder(preset, out, data_dir)
+    evals = _add_teacher_runs(b)
+    sweep = _add_sweep(b)
+    _add_choice(b, sweep)
+    partial = Plan(out, b.stages, [])
+    chosen = int(partial.result("choose-teacher")["epoch"]) if partial.is_done("choose-teacher") else assume_teacher
     pending: list[str] = []
-    ev = preset["evaluate"]
-    ev_params = {k: ev[k] for k in ("eps", "n_iter", "n_restarts", "n", "batch_size")}
+    students: dict[str, list[tuple[str, RunConfig]]] = {}
+    waits_on: dict[str, tuple[str, ...]] = {}
+    at_teacher_epoch = preset["analysis"]["epoch"] == "teacher"
+    if chosen is None:
+        pending.append("students (figure 4, table 2), their evaluation, analyses and report: wait for choose-teacher")
+        waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds") + (("analyze",) if at_teacher_epoch else ())
+    else:
+        students = _add_students(b, chosen)
+        _add_teacher_epoch_evals(b, evals, chosen, at_teacher_epoch)
+    analysis_epoch = _add_analysis(b, evals, chosen, pending)
+    s0 = b.seeds[0]
+    crosscheck = _add_crosscheck(preset, b.stages, s0, b.st[s0], b.at[s0], b.last, chosen, students, b.ev_params)
+    if chosen is not None:
+        _add_manifolds(b, chosen, students)
+    _add_theory(b)
+    _add_report(b, students, sweep, chosen, analysis_epoch, crosscheck)
+    return Plan(out, b.stages, pending, waits_on)
 
-    def add_train(name: str, cfg: RunConfig, deps: tuple[str, ...] = (), kind: str = "train") -> str:
-        stages.append(
+
+class _Builder:
+    """A plan's stages in the making, in plan order, with what its groups of stages share:
+    the preset, the folders, the evaluation settings, the seeds, the ST and AT run config of
+    each seed, and the last epoch."""
+
+    def __init__(self, preset: dict[str, Any], out: Path, data_dir: str | None) -> None:
+        self.preset, self.out, self.data_dir = preset, out, data_dir
+        self.stages: list[Stage] = []
+        ev = preset["evaluate"]
+        self.ev_params = {k: ev[k] for k in ("eps", "n_iter", "n_restarts", "n", "batch_size")}
+        bad = sorted(set(preset["manifolds"].get("simulate_models") or ()) - set(MANIFOLD_MODELS))
+        if bad:
+            raise ConfigError(f"manifolds.simulate_models: {bad[0]!r}: expected some of {', '.join(MANIFOLD_MODELS)}")
+        self.seeds = list(preset["seeds"])
+        self.st = {s: _run_config(preset, "st", s, data_dir) for s in self.seeds}
+        self.at = {s: _run_config(preset, "at", s, data_dir) for s in self.seeds}
+        self.last = preset["train"]["epochs"]
+
+    def train(self, name: str, cfg: RunConfig, deps: tuple[str, ...] = (), kind: str = "train") -> str:
+        self.stages.append(
             Stage(name, kind, "logitscope.plan.stages:train_stage", {"config": cfg.to_dict()}, deps, gpu=True)
         )
         return name
 
-    def add_batch(name: str, cfgs: list[RunConfig], deps: tuple[str, ...]) -> tuple[str, ...]:
+    def batch(self, name: str, cfgs: list[RunConfig], deps: tuple[str, ...]) -> tuple[str, ...]:
         """A stage training ``cfgs`` as one batch (`logitscope.distill.batched`) that each of
         their own stages then finds complete; none when batching is off."""
-        if len(cfgs) < 2 or not batches(preset, cfgs[0]):
+        if len(cfgs) < 2 or not batches(self.preset, cfgs[0]):
             return ()
         params = {"configs": [c.to_dict() for c in cfgs]}
-        stages.append(Stage(name, "distill", BATCH_FN, params, deps, gpu=True, in_keys=False))
+        self.stages.append(Stage(name, "distill", BATCH_FN, params, deps, gpu=True, in_keys=False))
         return (name,)
 
-    def add_eval(run_stage: str, cfg: RunConfig, epoch: int, split: str = "test") -> str:
+    def eval(self, run_stage: str, cfg: RunConfig, epoch: int, split: str = "test") -> str:
         """The paper protocol on ``split`` (val: ``eval-val-<stage>-e<epoch>``, its own records)."""
         name = f"eval-{run_stage}-e{epoch}" if split == "test" else f"eval-{split}-{run_stage}-e{epoch}"
-        params = {"run_id": cfg.run_id, "epoch": epoch, **ev_params, **({"split": split} if split != "test" else {})}
-        stages.append(Stage(name, "evaluate", "logitscope.plan.stages:evaluate_stage", params, (run_stage,), gpu=True))
+        params = {
+            "run_id": cfg.run_id,
+            "epoch": epoch,
+            **self.ev_params,
+            **({"split": split} if split != "test" else {}),
+        }
+        self.stages.append(
+            Stage(name, "evaluate", "logitscope.plan.stages:evaluate_stage", params, (run_stage,), gpu=True)
+        )
         return name
 
-    bad = sorted(set(preset["manifolds"].get("simulate_models") or ()) - set(MANIFOLD_MODELS))
-    if bad:
-        raise ConfigError(f"manifolds.simulate_models: {bad[0]!r}: expected some of {', '.join(MANIFOLD_MODELS)}")
-    seeds = list(preset["seeds"])
-    st = {s: _run_config(preset, "st", s, data_dir) for s in seeds}
-    at = {s: _run_config(preset, "at", s, data_dir) for s in seeds}
-    last = preset["train"]["epochs"]
-    evals: dict[str, list[str]] = {"st": [], "at": []}
-    for s in seeds:
-        add_train(f"train-st-s{s}", st[s])
-        add_train(f"train-at-s{s}", at[s])
-        evals["st"].append(add_eval(f"train-st-s{s}", st[s], last))
-        evals["at"].append(add_eval(f"train-at-s{s}", at[s], last))
 
-    # Figure A.6 / A.7 sweep: normal distillation from each teacher epoch, L1 and KL. Their
-    # test evaluations are the figures'; the rule (unless the epoch is fixed) reads the
-    # students of the distillation loss only (A.7's other loss is for the report), on the
-    # validation split only.
+def _add_teacher_runs(b: _Builder) -> dict[str, list[str]]:
+    """The ST and AT run of every seed and their test evaluations at the last epoch; the
+    evaluation stages of each ("st", "at")."""
+    evals: dict[str, list[str]] = {"st": [], "at": []}
+    for s in b.seeds:
+        b.train(f"train-st-s{s}", b.st[s])
+        b.train(f"train-at-s{s}", b.at[s])
+        evals["st"].append(b.eval(f"train-st-s{s}", b.st[s], b.last))
+        evals["at"].append(b.eval(f"train-at-s{s}", b.at[s], b.last))
+    return evals
+
+
+def _add_sweep(b: _Builder) -> dict[str, dict[str, Any]]:
+    """Figure A.6 / A.7 sweep: normal distillation from each teacher epoch, L1 and KL. Their
+    test evaluations are the figures'; the rule (unless the epoch is fixed) reads the
+    students of the distillation loss only (A.7's other loss is for the report), on the
+    validation split only. Returns each sweep student's stage -> its evaluations and run."""
+    preset = b.preset
     teacher = preset["teacher"]
     rule = teacher.get("fixed_epoch") is None
     sweep: dict[str, dict[str, Any]] = {}
     for s in preset["distill"]["sweep_seeds"]:
         grid = [(te, loss) for te in teacher["epochs"] for loss in ("l1", "kl")]
         cfgs = {
-            key: _student_config(preset, at[s], out, s, data_dir, key[0], loss=key[1], tag=f"sweep-e{key[0]}-{key[1]}")
+            key: _student_config(
+                preset, b.at[s], b.out, s, b.data_dir, key[0], loss=key[1], tag=f"sweep-e{key[0]}-{key[1]}"
+            )
             for key in grid
         }
-        batch = add_batch(f"distill-batch-sweep-s{s}", list(cfgs.values()), (f"train-at-s{s}",))
+        batch = b.batch(f"distill-batch-sweep-s{s}", list(cfgs.values()), (f"train-at-s{s}",))
         for (te, loss), cfg in cfgs.items():
-            name = add_train(f"distill-sweep-e{te}-{loss}-s{s}", cfg, (f"train-at-s{s}", *batch), kind="distill")
+            name = b.train(f"distill-sweep-e{te}-{loss}-s{s}", cfg, (f"train-at-s{s}", *batch), kind="distill")
             sweep[name] = {
-                "eval": add_eval(name, cfg, cfg.epochs),
+                "eval": b.eval(name, cfg, cfg.epochs),
                 "run_id": cfg.run_id,
                 "epoch": cfg.epochs,
                 "teacher_epoch": te,
@@ -206,9 +255,15 @@ def build_plan(
                 "seed": s,
             }
             if rule and loss == preset["distill"]["loss"]:
-                sweep[name]["val_eval"] = add_eval(name, cfg, cfg.epochs, split="val")
+                sweep[name]["val_eval"] = b.eval(name, cfg, cfg.epochs, split="val")
+    return sweep
+
+
+def _add_choice(b: _Builder, sweep: dict[str, dict[str, Any]]) -> None:
+    """The decision: ``choose-teacher``, after the sweep's validation evaluations."""
+    teacher = b.preset["teacher"]
     choose_deps = tuple(v["val_eval"] for v in sweep.values() if "val_eval" in v)
-    stages.append(
+    b.stages.append(
         Stage(
             "choose-teacher",
             "choose",
@@ -217,117 +272,135 @@ def build_plan(
                 "sweep": sweep,
                 "fixed_epoch": teacher.get("fixed_epoch"),
                 "natural_tolerance": teacher["natural_tolerance"],
-                "loss": preset["distill"]["loss"],
+                "loss": b.preset["distill"]["loss"],
             },
             choose_deps,
         )
     )
 
-    partial = Plan(out, stages, [])
-    chosen = int(partial.result("choose-teacher")["epoch"]) if partial.is_done("choose-teacher") else assume_teacher
-    students: dict[str, list[tuple[str, RunConfig]]] = {}
-    waits_on: dict[str, tuple[str, ...]] = {}
-    at_teacher_epoch = preset["analysis"]["epoch"] == "teacher"
-    if chosen is None:
-        pending.append("students (figure 4, table 2), their evaluation, analyses and report: wait for choose-teacher")
-        waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds") + (("analyze",) if at_teacher_epoch else ())
-    else:
-        d = preset["distill"]
-        variants: list[tuple[str, dict[str, Any]]] = [("normal", {})]
-        for k in d["ks"]:
-            variants += [
-                (f"fix{k}-permute", {"transform": "fix-k-permute", "k": k}),
-                (f"fix{k}-average", {"transform": "fix-k-average", "k": k}),
-            ]
-        variants += [("correct-fix1", {"transform": "correct-fix-1", "k": 1}), ("hybrid", {"transform": "hybrid"})]
-        for s in d["seeds"]:
-            ts = seeds[s % len(seeds)]
-            cfgs = {
-                tag: _student_config(
-                    preset,
-                    at[ts],
-                    out,
-                    s,
-                    data_dir,
-                    chosen,
-                    hybrid=st[ts] if kw.get("transform") == "hybrid" else None,
-                    tag=tag,
-                    **kw,
-                )
-                for tag, kw in variants
-            }
-            batch_deps = ("choose-teacher", f"train-at-s{ts}", f"train-st-s{ts}")
-            batch = add_batch(f"distill-batch-s{s}", list(cfgs.values()), batch_deps)
-            for tag, kw in variants:
-                cfg, hybrid = cfgs[tag], kw.get("transform") == "hybrid"
-                deps = ("choose-teacher", f"train-at-s{ts}") + ((f"train-st-s{ts}",) if hybrid else ()) + batch
-                name = add_train(f"distill-{tag}-s{s}", cfg, deps, kind="distill")
-                add_eval(name, cfg, cfg.epochs)
-                students.setdefault(tag, []).append((name, cfg))
-        # Table 1's AT row at the teacher checkpoint (the paper: epoch 40), and the ST runs at
-        # the same epoch when the analyses compare them there (table 1, figures 2, 3, B.2, B.3, B.5).
-        if chosen != last:
-            evals["at-teacher"] = [add_eval(f"train-at-s{s}", at[s], chosen) for s in seeds]
-            if at_teacher_epoch:
-                evals["st-teacher"] = [add_eval(f"train-st-s{s}", st[s], chosen) for s in seeds]
-        else:
-            evals["at-teacher"], evals["st-teacher"] = evals["at"], evals["st"]
 
-    # The analyses at analysis.epoch: an epoch, null (the last) or "teacher" (the chosen one:
-    # pending until it is chosen). They read the records of every ST and AT run at that epoch.
-    analysis_epoch = chosen if at_teacher_epoch else preset["analysis"]["epoch"]
+def _student_variants(ks: list[int]) -> list[tuple[str, dict[str, Any]]]:
+    """Figure 4's and table 2's students: tag -> the `_student_config` arguments of its transform."""
+    variants: list[tuple[str, dict[str, Any]]] = [("normal", {})]
+    for k in ks:
+        variants += [
+            (f"fix{k}-permute", {"transform": "fix-k-permute", "k": k}),
+            (f"fix{k}-average", {"transform": "fix-k-average", "k": k}),
+        ]
+    variants += [("correct-fix1", {"transform": "correct-fix-1", "k": 1}), ("hybrid", {"transform": "hybrid"})]
+    return variants
+
+
+def _add_students(b: _Builder, chosen: int) -> dict[str, list[tuple[str, RunConfig]]]:
+    """Every student of every distillation seed from the AT teacher at epoch ``chosen`` (in
+    one batch per seed where batching is on), with its test evaluation at its last epoch.
+    Returns tag -> (stage, run config) per seed."""
+    d = b.preset["distill"]
+    variants = _student_variants(d["ks"])
+    students: dict[str, list[tuple[str, RunConfig]]] = {}
+    for s in d["seeds"]:
+        ts = b.seeds[s % len(b.seeds)]
+        cfgs = {
+            tag: _student_config(
+                b.preset,
+                b.at[ts],
+                b.out,
+                s,
+                b.data_dir,
+                chosen,
+                hybrid=b.st[ts] if kw.get("transform") == "hybrid" else None,
+                tag=tag,
+                **kw,
+            )
+            for tag, kw in variants
+        }
+        batch_deps = ("choose-teacher", f"train-at-s{ts}", f"train-st-s{ts}")
+        batch = b.batch(f"distill-batch-s{s}", list(cfgs.values()), batch_deps)
+        for tag, kw in variants:
+            cfg, hybrid = cfgs[tag], kw.get("transform") == "hybrid"
+            deps = ("choose-teacher", f"train-at-s{ts}") + ((f"train-st-s{ts}",) if hybrid else ()) + batch
+            name = b.train(f"distill-{tag}-s{s}", cfg, deps, kind="distill")
+            b.eval(name, cfg, cfg.epochs)
+            students.setdefault(tag, []).append((name, cfg))
+    return students
+
+
+def _add_teacher_epoch_evals(b: _Builder, evals: dict[str, list[str]], chosen: int, at_teacher_epoch: bool) -> None:
+    """Table 1's AT row at the teacher checkpoint (the paper: epoch 40), and the ST runs at
+    the same epoch when the analyses compare them there (table 1, figures 2, 3, B.2, B.3,
+    B.5): ``evals["at-teacher"]`` and ``evals["st-teacher"]``."""
+    if chosen != b.last:
+        evals["at-teacher"] = [b.eval(f"train-at-s{s}", b.at[s], chosen) for s in b.seeds]
+        if at_teacher_epoch:
+            evals["st-teacher"] = [b.eval(f"train-st-s{s}", b.st[s], chosen) for s in b.seeds]
+    else:
+        evals["at-teacher"], evals["st-teacher"] = evals["at"], evals["st"]
+
+
+def _add_analysis(b: _Builder, evals: dict[str, list[str]], chosen: int | None, pending: list[str]) -> Any:
+    """The analyses at analysis.epoch: an epoch, null (the last) or "teacher" (the chosen one:
+    pending until it is chosen). They read the records of every ST and AT run at that epoch.
+    Returns the analysis epoch."""
+    seeds, at_teacher_epoch = b.seeds, b.preset["analysis"]["epoch"] == "teacher"
+    analysis_epoch = chosen if at_teacher_epoch else b.preset["analysis"]["epoch"]
     if at_teacher_epoch and chosen is None:
         pending.append("analyses at the teacher epoch (analysis.epoch: teacher): wait for choose-teacher")
-    else:
-        analyzed = evals["st-teacher"] + evals["at-teacher"] if at_teacher_epoch else evals["st"] + evals["at"]
-        stages.append(
-            Stage(
-                "analyze",
-                "analyze",
-                "logitscope.plan.stages:analyze_stage",
-                {"st": [st[s].run_id for s in seeds], "at": [at[s].run_id for s in seeds], "epoch": analysis_epoch},
-                tuple(f"train-{m}-s{s}" for m in ("st", "at") for s in seeds) + tuple(analyzed),
-            )
+        return analysis_epoch
+    analyzed = evals["st-teacher"] + evals["at-teacher"] if at_teacher_epoch else evals["st"] + evals["at"]
+    b.stages.append(
+        Stage(
+            "analyze",
+            "analyze",
+            "logitscope.plan.stages:analyze_stage",
+            {"st": [b.st[s].run_id for s in seeds], "at": [b.at[s].run_id for s in seeds], "epoch": analysis_epoch},
+            tuple(f"train-{m}-s{s}" for m in ("st", "at") for s in seeds) + tuple(analyzed),
         )
-    s0 = seeds[0]
-    crosscheck = _add_crosscheck(preset, stages, s0, st[s0], at[s0], last, chosen, students, ev_params)
-    mf = preset["manifolds"]
-    if chosen is not None:
-        s0 = seeds[0]
-        models = {"ST teacher": (st[s0], None, f"train-st-s{s0}"), "AT teacher": (at[s0], chosen, f"train-at-s{s0}")}
-        for tag, label in MANIFOLD_STUDENTS.items():
-            if tag in students:
-                name, cfg = students[tag][0]
-                models[label] = (cfg, None, name)
-        stages.append(
-            Stage(
-                "manifolds",
-                "manifolds",
-                "logitscope.plan.stages:manifolds_stage",
-                {
-                    "models": {k: {"run_id": c.run_id, "epoch": e} for k, (c, e, _) in models.items()},
-                    "eps": mf["eps"] if mf["eps"] is not None else ev["eps"],
-                    "p": mf["p"],
-                    "m": mf["m"],
-                    "n_t": mf["n_t"],
-                    "max_features": mf["max_features"],
-                    "simulate": mf.get("simulate", True),
-                    "n_dichotomies": mf.get("n_dichotomies", 50),
-                    **({"simulate_models": mf["simulate_models"]} if mf.get("simulate_models") else {}),
-                },
-                tuple(n for _, _, n in models.values()),
-                gpu=True,
-            )
+    )
+    return analysis_epoch
+
+
+def _add_manifolds(b: _Builder, chosen: int, students: dict[str, list[tuple[str, RunConfig]]]) -> None:
+    """Figure 5: the manifold analysis of seed 0's ST teacher (last epoch), AT teacher (epoch
+    ``chosen``) and the first student of each of `MANIFOLD_STUDENTS` (last epoch)."""
+    mf, s0 = b.preset["manifolds"], b.seeds[0]
+    models = {"ST teacher": (b.st[s0], None, f"train-st-s{s0}"), "AT teacher": (b.at[s0], chosen, f"train-at-s{s0}")}
+    for tag, label in MANIFOLD_STUDENTS.items():
+        if tag in students:
+            name, cfg = students[tag][0]
+            models[label] = (cfg, None, name)
+    b.stages.append(
+        Stage(
+            "manifolds",
+            "manifolds",
+            "logitscope.plan.stages:manifolds_stage",
+            {
+                "models": {k: {"run_id": c.run_id, "epoch": e} for k, (c, e, _) in models.items()},
+                "eps": mf["eps"] if mf["eps"] is not None else b.preset["evaluate"]["eps"],
+                "p": mf["p"],
+                "m": mf["m"],
+                "n_t": mf["n_t"],
+                "max_features": mf["max_features"],
+                "simulate": mf.get("simulate", True),
+                "n_dichotomies": mf.get("n_dichotomies", 50),
+                **({"simulate_models": mf["simulate_models"]} if mf.get("simulate_models") else {}),
+            },
+            tuple(n for _, _, n in models.values()),
+            gpu=True,
         )
-    s0 = seeds[0]
+    )
+
+
+def _add_theory(b: _Builder) -> None:
+    """Appendix C's analytical model, beside seed 0's ST and AT runs."""
+    s0 = b.seeds[0]
     theory_params = {
-        "classes": preset["theory"]["classes"],
-        "st": st[s0].run_id,
-        "at": at[s0].run_id,
-        "eps": ev["eps"] / 10,
+        "classes": b.preset["theory"]["classes"],
+        "st": b.st[s0].run_id,
+        "at": b.at[s0].run_id,
+        "eps": b.preset["evaluate"]["eps"] / 10,
         "n": 500,
     }
-    stages.append(
+    b.stages.append(
         Stage(
             "theory",
             "theory",
@@ -336,21 +409,32 @@ def build_plan(
             (f"train-st-s{s0}", f"train-at-s{s0}"),
         )
     )
-    # The report waits for everything (the students appear once the teacher is chosen) and is
-    # built even when some of it failed, marking what did.
-    report_deps = tuple(s.name for s in stages if s.kind in ("evaluate", "analyze", "manifolds", "theory", "choose"))
-    stages.append(
+
+
+def _add_report(
+    b: _Builder,
+    students: dict[str, list[tuple[str, RunConfig]]],
+    sweep: dict[str, dict[str, Any]],
+    chosen: int | None,
+    analysis_epoch: Any,
+    crosscheck: dict[str, dict[str, Any]],
+) -> None:
+    """The report waits for everything (the students appear once the teacher is chosen) and is
+    built even when some of it failed, marking what did."""
+    seeds = b.seeds
+    report_deps = tuple(s.name for s in b.stages if s.kind in ("evaluate", "analyze", "manifolds", "theory", "choose"))
+    b.stages.append(
         Stage(
             "report",
             "report",
             "logitscope.plan.stages:report_stage",
             {
-                "preset": preset,
-                "runs": {"st": [st[s].run_id for s in seeds], "at": [at[s].run_id for s in seeds]},
+                "preset": b.preset,
+                "runs": {"st": [b.st[s].run_id for s in seeds], "at": [b.at[s].run_id for s in seeds]},
                 "students": {tag: [c.run_id for _, c in v] for tag, v in students.items()},
                 "sweep": sweep,
                 "teacher_epoch": chosen,
-                "last_epoch": last,
+                "last_epoch": b.last,
                 "analysis_epoch": analysis_epoch,
                 "crosscheck": crosscheck,
             },
@@ -358,7 +442,6 @@ def build_plan(
             after_failures=True,
         )
     )
-    return Plan(out, stages, pending, waits_on)
 
 
 BATCHED = ("auto", "always", "never")

@@ -168,22 +168,20 @@ def choose_teacher_stage(
 
 
 def analyze_stage(out: Path, st: list[str], at: list[str], epoch: int | None) -> dict[str, Any]:
-    from logitscope.analysis.summary import analyze_runs
+    from logitscope.analysis.analyze import analyze
     from logitscope.data import load_data
     from logitscope.store.runs import Run
 
     cfg = Run(runs_dir(out) / st[0]).config
-    data = load_data(cfg.data)
-    result = analyze_runs(
+    result = analyze(
         [runs_dir(out) / r for r in st],
         [runs_dir(out) / r for r in at],
         epoch,
         Path(out) / "analysis",
-        images=data.x_test.numpy(),
-        class_names=data.class_names,
+        class_names=load_data(cfg.data).class_names,
         dataset=cfg.data.name,
     )
-    return {"figures": sorted(result.get("figures", {})), "skipped": result.get("skipped", {})}
+    return {"split": result["split"], "skipped": result.get("skipped", {})}
 
 
 def manifolds_stage(
@@ -213,16 +211,17 @@ def manifolds_stage(
         n_dichotomies=n_dichotomies,
         simulate_models=simulate_models,
     )
-    return {"figures": sorted(result.get("figures", {}))}
+    return {"models": sorted(result.get("models", {}))}
 
 
 def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) -> dict[str, Any]:
     """Appendix C's model, plus (beyond the paper) the measured logit-gap change under FGSM of
-    the first ST and AT models against the quadratic law."""
+    the first ST and AT models against the quadratic law: data only (``theory.json`` and
+    ``fgsm_gap.npz``), the report draws the figures."""
     from logitscope.data import load_data
     from logitscope.store.models import load_model
     from logitscope.store.runs import Run
-    from logitscope.theory.fgsm_gap import measure_gap_change, plot_gap_change
+    from logitscope.theory.fgsm_gap import measure_gap_change
     from logitscope.theory.run import write_theory
 
     data = load_data(Run(runs_dir(out) / st).config.data)
@@ -231,8 +230,7 @@ def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) 
         label: measure_gap_change(load_model(runs_dir(out) / rid), x, y, eps) for label, rid in (("ST", st), ("AT", at))
     }
     folder = Path(out) / "theory"
-    result = write_theory(folder, n_classes=classes, gap_results=gaps)
-    plot_gap_change(gaps, folder / "fig_fgsm_gap.png")
+    result = write_theory(folder, n_classes=classes, gap_results=gaps)  # stores gaps in fgsm_gap.npz
     return {"thresholds": {k: v.get("threshold") for k, v in result.get("thresholds", {}).items()}}
 
 

@@ -1,8 +1,8 @@
 """Assemble the reproduce report from the stores alone: tables 1-3, every figure, the claims.
 
 Everything here reads files written by earlier stages (run folders, ``eval/`` records,
-``analysis/``, ``manifolds/``, ``theory/``, ``plan/teacher.json``); nothing is recomputed
-except the small figures of the distillation section, drawn from the students' records.
+``analysis/``, ``manifolds/``, ``theory/``, ``plan/teacher.json``) and draws every figure into
+``report/figures/`` from those results; nothing is measured again.
 """
 
 from __future__ import annotations
@@ -11,18 +11,25 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from logitscope.analysis.analyze import SUMMARY_FILE, read_analysis
+from logitscope.data import load_data
 from logitscope.fileio.errors import load_npz, read_json, read_yaml
+from logitscope.report import figures_distill
 from logitscope.report.claims import METHOD, Evidence, Records, check_claims
+from logitscope.report.figures import draw_logit_figures
+from logitscope.report.figures_manifolds import fig5_geometry, figA8_capacity
 from logitscope.report.model import Claim, Figure, Report, Section, Table
 from logitscope.stats import BOOTSTRAP_LEVEL, mean_sd
+from logitscope.store.evaluations import find_record, find_summary, summary_path
 from logitscope.store.runs import Run, environment
+from logitscope.store.targets import provenance_path, targets_path
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +57,9 @@ def pct(values: Sequence[float]) -> str:
 
 
 def _summary(runs: Path, run_id: str, epoch: int | None) -> dict[str, Any] | None:
-    folder = runs / run_id / "eval"
-    if not folder.is_dir():
-        return None
-    if epoch is None:
-        files = sorted(folder.glob("paper-epoch_*.json"))
-        return json.loads(files[-1].read_text()) if files else None
-    p = folder / f"paper-epoch_{epoch:03d}.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    """The paper protocol's test summary of a run at ``epoch`` (None: its latest), or None."""
+    p = find_summary(runs / run_id, epoch)
+    return read_json(p, expect=dict) if p is not None else None
 
 
 def _accs(runs: Path, ids: Sequence[str], epoch: int | None) -> tuple[list[float], list[float]]:
@@ -81,19 +83,57 @@ class Failures:
 
 
 def _fig(
-    folder: Path,
+    drawn: Mapping[str, Path],
     name: str,
     fid: str,
     title: str,
     caption: str,
-    skipped: dict[str, str] | None = None,
+    skipped: Mapping[str, str] | None = None,
     failed: str | None = None,
 ) -> Figure:
-    path = folder / f"{name}.png"
-    if path.is_file():
-        return Figure(fid, title, path, caption)
-    reason = f"failed: {failed}" if failed else (skipped or {}).get(name, f"{path.name} was not produced")
-    return Figure(fid, title, path, caption, missing_reason=reason)
+    """The report's figure ``name`` if it was drawn (``drawn``: name -> PNG), else its reason."""
+    if name in drawn and not failed:
+        return Figure(fid, title, drawn[name], caption)
+    skipped = skipped or {}
+    reason = f"failed: {failed}" if failed else skipped.get(name) or skipped.get("*") or f"{name} was not produced"
+    return Figure(fid, title, Path(f"{name}.png"), caption, missing_reason=reason)
+
+
+def _drawn(what: str, draw: Callable[[], tuple[dict[str, Path], dict[str, str]]]) -> tuple[dict, dict]:
+    """Draw a stage's figures; a figure that cannot be drawn (a damaged result) is reported in
+    the page with its reason, never fatal to the rest of the report."""
+    try:
+        return draw()
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # DamagedFileError is a ValueError
+        log.warning("the %s figures could not be drawn: %s", what, exc)
+        return {}, {"*": f"could not be drawn: {type(exc).__name__}: {exc}"}
+
+
+def logit_figures(
+    out: Path, folder: Path, failed: str | None, analysis_dir: Path | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw sections 4.1's and 4.3's figures from the analyze stage's results
+    (``analysis_dir``, default ``out/analysis``) into ``folder``."""
+    source = analysis_dir or out / "analysis"
+    if failed or not (source / SUMMARY_FILE).is_file():
+        return {}, {}
+
+    def draw() -> tuple[dict[str, Path], dict[str, str]]:
+        summary, results = read_analysis(source)
+        return draw_logit_figures(summary, results, folder, _analysed_images(summary))
+
+    return _drawn("logit", draw)
+
+
+def _analysed_images(summary: Mapping[str, Any]) -> np.ndarray | None:
+    """The images the analysis indexed (its split of the first run's dataset), or None."""
+    paths = list(summary.get("paths", {}).values())
+    try:
+        x, _ = load_data(Run(paths[0]).config.data).split(summary["split"])
+    except (IndexError, KeyError, OSError, ValueError) as exc:
+        log.warning("figures B.2 and B.3 need the analysed images: %s", exc)
+        return None
+    return x.numpy() if len(x) == summary.get("n_images") else None
 
 
 def table1(
@@ -136,48 +176,32 @@ def table1(
     )
 
 
-def distillation_section(
-    out: Path,
-    runs: Path,
-    students: dict[str, list[str]],
-    sweep: dict[str, Any],
-    teacher: dict[str, Any],
-    failures: Failures | None = None,
-) -> Section:
-    from logitscope.report import figures_distill as fd
-
-    failures = failures or Failures()
-    folder = out / "report" / "figures"
-    acc = {tag: _accs(runs, ids, None) for tag, ids in students.items()}
-
-    def failed_students(*tags: str) -> str | None:
-        return failures.first(*(f"{p}distill-{t}-s" for t in tags for p in ("", "eval-")))
-
-    def failed_sweep(loss: str | None = None) -> str | None:
-        names = [n for n, i in sweep.items() if loss is None or i["loss"] == loss]
-        return failures.first(*names, *(sweep[n]["eval"] for n in names)) if names else None
-
+def _table2(
+    students: dict[str, list[str]], acc: dict[str, tuple[list[float], list[float]]], failed: Callable[..., str | None]
+) -> Table:
     rows = []
     for tag in students:
         nat, adv = acc[tag]
         paper = PAPER_TABLE2.get(tag, ("—", "—"))
         cells = [pct(nat), pct(adv)]
-        if (failed := failed_students(tag)) is not None:
-            cells = [f"failed: {failed}"] * 2 if not adv else [c + " (some seeds failed)" for c in cells]
+        if (why := failed(tag)) is not None:
+            cells = [f"failed: {why}"] * 2 if not adv else [c + " (some seeds failed)" for c in cells]
         rows.append([tag, paper[0], cells[0], paper[1], cells[1], str(len(adv))])
-    t2 = Table(
+    return Table(
         "table2",
         "Table 2: students distilled from manipulated AT-teacher logits",
         ["student", "A_natural paper", "A_natural this run", "A_adversarial paper", "A_adversarial this run", "seeds"],
         rows,
         note="every student is evaluated with the same protocol as table 1",
     )
-    figs = []
-    # Figure 4A: one training sample's targets before and after each transform.
+
+
+def _fig4a(runs: Path, students: dict[str, list[str]], teacher: dict[str, Any], folder: Path) -> list[Figure]:
+    """Figure 4A: one training sample's targets before and after each transform."""
     panels, label = {}, None
     for tag in ("normal", "fix3-permute", "fix3-average", "correct-fix1", "hybrid"):
         if tag in students:
-            p = runs / students[tag][0] / "targets" / "targets.npy"
+            p = targets_path(runs / students[tag][0])
             if p.is_file():
                 t = np.load(p, mmap_mode="r")
                 labels = Run(runs / students[tag][0]).logits.labels("train")
@@ -186,58 +210,90 @@ def distillation_section(
                     idx = int(wrong[0]) if len(wrong) else 0
                     label = int(labels[idx])
                 panels[tag] = np.asarray(t[idx])
-    if panels:
-        figs.append(
-            Figure(
-                "fig4a",
-                "Figure 4A: one sample's teacher targets after each manipulation",
-                fd.fig4a_target_transforms(panels, label, folder / "fig4a.png"),
-                f"train split, targets of the AT teacher at epoch {teacher.get('epoch', '—')}; blue: the true "
-                "class; orange: values the manipulation changed",
-            )
+    if not panels:
+        return []
+    return [
+        Figure(
+            "fig4a",
+            "Figure 4A: one sample's teacher targets after each manipulation",
+            figures_distill.fig4a_target_transforms(panels, label, folder / "fig4a.png"),
+            f"train split, targets of the AT teacher at epoch {teacher.get('epoch', '—')}; blue: the true "
+            "class; orange: values the manipulation changed",
         )
+    ]
+
+
+def _fig4b(students: dict[str, list[str]], acc: dict[str, tuple[list[float], list[float]]], folder: Path) -> list:
+    """Figure 4B: student adversarial accuracy against k."""
     ks = sorted({int(t[3:].split("-")[0]) for t in students if t.startswith("fix")})
-    if ks:
-        permute = {k: acc[f"fix{k}-permute"][1] for k in ks if f"fix{k}-permute" in acc}
-        average = {k: acc[f"fix{k}-average"][1] for k in ks if f"fix{k}-average" in acc}
-        figs.append(
-            Figure(
-                "fig4b",
-                "Figure 4B: student adversarial accuracy against k",
-                fd.fig4b_accuracy_vs_k(
-                    permute, folder / "fig4b.png", average=average or None, normal=acc.get("normal", ([], []))[1]
-                ),
-                "test split, each student's last epoch; fix-k: the teacher's top-k logits kept, the rest "
-                "permuted or averaged; line: normal distillation",
-            )
+    if not ks:
+        return []
+    permute = {k: acc[f"fix{k}-permute"][1] for k in ks if f"fix{k}-permute" in acc}
+    average = {k: acc[f"fix{k}-average"][1] for k in ks if f"fix{k}-average" in acc}
+    drawn = figures_distill.fig4b_accuracy_vs_k(
+        permute, folder / "fig4b.png", average=average or None, normal=acc.get("normal", ([], []))[1]
+    )
+    return [
+        Figure(
+            "fig4b",
+            "Figure 4B: student adversarial accuracy against k",
+            drawn,
+            "test split, each student's last epoch; fix-k: the teacher's top-k logits kept, the rest "
+            "permuted or averaged; line: normal distillation",
         )
+    ]
+
+
+def _sweep_figures(
+    runs: Path, sweep: dict[str, Any], teacher: dict[str, Any], folder: Path, failed: str | None
+) -> list[Figure]:
+    """Figures A.6 and A.7: the sweep's students against the teacher's epoch, L1 and KL."""
     nat: dict[str, dict[int, list[float]]] = {}
     adv: dict[str, dict[int, list[float]]] = {}
     for info in sweep.values():  # figure A.6/A.7's students, both losses
         if (s := _summary(runs, info["run_id"], info["epoch"])) is not None:
             nat.setdefault(info["loss"], {}).setdefault(int(info["teacher_epoch"]), []).append(s["clean_acc"])
             adv.setdefault(info["loss"], {}).setdefault(int(info["teacher_epoch"]), []).append(s["robust_acc"])
-    if "l1" in nat:
-        figs.append(
-            Figure(
-                "figA6",
-                "Figure A.6: student accuracy against the teacher's epoch (L1)",
-                fd.figA6_teacher_epoch(nat["l1"], adv["l1"], folder / "figA6.png"),
-                "test split, each student's last epoch; " + teacher.get("rule", ""),
-            )
-        )
-        figs.append(
-            Figure(
-                "figA7",
-                "Figure A.7: L1 logit distillation against KL softmax distillation",
-                fd.figA7_l1_vs_kl(nat, adv, folder / "figA7.png"),
-                "test split, each student's last epoch, per teacher epoch; both losses with the same student "
-                "schedule"
-                + (f" ({r})" if (r := _kl_recipe(runs, sweep)) else "")
-                + (f"; failed: {f}" if (f := failed_sweep()) else ""),
-            )
-        )
-    tables = [t2]
+    if "l1" not in nat:
+        return []
+    recipe = _kl_recipe(runs, sweep)
+    return [
+        Figure(
+            "figA6",
+            "Figure A.6: student accuracy against the teacher's epoch (L1)",
+            figures_distill.figA6_teacher_epoch(nat["l1"], adv["l1"], folder / "figA6.png"),
+            "test split, each student's last epoch; " + teacher.get("rule", ""),
+        ),
+        Figure(
+            "figA7",
+            "Figure A.7: L1 logit distillation against KL softmax distillation",
+            figures_distill.figA7_l1_vs_kl(nat, adv, folder / "figA7.png"),
+            "test split, each student's last epoch, per teacher epoch; both losses with the same student "
+            "schedule" + (f" ({recipe})" if recipe else "") + (f"; failed: {failed}" if failed else ""),
+        ),
+    ]
+
+
+def distillation_section(
+    out: Path,
+    runs: Path,
+    students: dict[str, list[str]],
+    sweep: dict[str, Any],
+    teacher: dict[str, Any],
+    failures: Failures | None = None,
+) -> Section:
+    """Section 4.2 and A.3: table 2, the teacher choice, figures 4A, 4B, A.6 and A.7."""
+    failures = failures or Failures()
+    folder = out / "report" / "figures"
+    acc = {tag: _accs(runs, ids, None) for tag, ids in students.items()}
+
+    def failed_students(*tags: str) -> str | None:
+        return failures.first(*(f"{p}distill-{t}-s" for t in tags for p in ("", "eval-")))
+
+    failed_sweep = failures.first(*sweep, *(i["eval"] for i in sweep.values())) if sweep else None
+    figs = _fig4a(runs, students, teacher, folder) + _fig4b(students, acc, folder)
+    figs += _sweep_figures(runs, sweep, teacher, folder, failed_sweep)
+    tables = [_table2(students, acc, failed_students)]
     if chosen := teacher_choice_table(runs, teacher):
         tables.append(chosen)
     corr = _provenance_report(runs, students.get("correct-fix1", []))
@@ -291,7 +347,7 @@ def _kl_recipe(runs: Path, sweep: dict[str, Any]) -> str:
 def _provenance_report(runs: Path, ids: Sequence[str]) -> list[float]:
     out = []
     for rid in ids:
-        p = runs / rid / "targets" / "provenance.json"
+        p = provenance_path(runs / rid)
         if p.is_file():
             for rep in json.loads(p.read_text()).get("reports", []):
                 if "teacher_error_rate" in rep:
@@ -330,12 +386,7 @@ def table3(runs: Path, all_ids: dict[str, list[str]]) -> Table:
 
 def _record_file(runs: Path, run_id: str, epoch: int | None) -> Path | None:
     """A run's test-split robustness record at ``epoch`` (``None``: its latest)."""
-    folder = runs / run_id / "eval"
-    if epoch is not None:
-        p = folder / f"paper-epoch_{epoch:03d}.npz"
-        return p if p.is_file() else None
-    files = sorted(folder.glob("paper-epoch_*.npz")) if folder.is_dir() else []
-    return files[-1] if files else None
+    return find_record(runs / run_id, epoch)
 
 
 def _records(runs: Path, ids: Sequence[str], epoch: int | None) -> Records | None:
@@ -413,7 +464,7 @@ def crosscheck_table(runs: Path, crosscheck: dict[str, Any], failures: Failures)
             rec = load_npz(paper)
             row.append(f"{100 * float(np.mean(np.asarray(rec['robust'])[:n])):.1f}%")
         for proto in protocols:
-            summary = runs / rid / "eval" / f"{proto}-epoch_{epoch:03d}.json"
+            summary = summary_path(runs / rid, proto, epoch)
             if summary.is_file():
                 v = read_json(summary, expect=dict)
                 row.append(f"{100 * v['robust_acc']:.1f}%" + (f" (n={v['n']})" if v.get("n") != n else ""))
@@ -435,13 +486,13 @@ def crosscheck_table(runs: Path, crosscheck: dict[str, Any], failures: Failures)
 def _logits_sections(
     out: Path, runs: dict[str, list[str]], analysis: dict[str, Any], table: Table, f_analysis: str | None
 ) -> list[Section]:
-    """Section 4.1's and 4.3's figures (drawn by the analyze stage) with table 1."""
-    folder = out / "analysis"
-    skipped = analysis.get("skipped", {})
+    """Section 4.1's and 4.3's figures (drawn here from the analyze stage's results) with table 1."""
+    drawn, not_drawn = logit_figures(out, out / "report" / "figures", f_analysis)
+    skipped = {**analysis.get("skipped", {}), **not_drawn}
     at = f"{analysis.get('split', 'test')} split, {_epoch_text(analysis.get('epoch'))}"
 
     def fig(name: str, fid: str, title: str, caption: str) -> Figure:
-        return _fig(folder, name, fid, title, caption, skipped, f_analysis)
+        return _fig(drawn, name, fid, title, caption, skipped, f_analysis)
 
     logits = Section(
         "logits",
@@ -509,8 +560,23 @@ def _logits_sections(
     return [logits, ranks]
 
 
+def manifold_figures(manifolds: Mapping[str, Any], folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Figures 5 and A.8 from the manifolds stage's results (``manifolds.json``) into ``folder``."""
+    if not manifolds.get("models"):
+        return {}, {}
+
+    def draw() -> tuple[dict[str, Path], dict[str, str]]:
+        drawn = {"fig5": fig5_geometry(manifolds["models"], folder / "fig5.png")}
+        if manifolds.get("simulated_models"):
+            drawn["figA8"] = figA8_capacity(manifolds["models"], folder / "figA8.png")
+        return drawn, {}
+
+    return _drawn("manifold", draw)
+
+
 def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None) -> Section:
     mdir = out / "manifolds"
+    drawn, not_drawn = manifold_figures(manifolds, out / "report" / "figures")
     epochs = ", ".join(f"{k} {_epoch_text(v.get('epoch'))}" for k, v in manifolds.get("models", {}).items())
     caption = f"test-split exemplars; {epochs}" if epochs else ""
     simulate_off = {
@@ -524,15 +590,16 @@ def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None)
         [],
         [
             _fig(
-                mdir,
+                drawn,
                 "fig5",
                 "fig5",
                 "Figure 5: capacity, radius, dimension, centre correlation by layer",
                 caption,
+                not_drawn,
                 failed=failed,
             ),
             _fig(
-                mdir,
+                drawn,
                 "figA8",
                 "figA8",
                 "Figure A.8: MFTMA capacity against simulated capacity",
@@ -543,7 +610,7 @@ def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None)
                     if manifolds.get("n_dichotomies")
                     else ""
                 ),
-                simulate_off,
+                {**simulate_off, **not_drawn},
                 failed,
             ),
         ],
@@ -551,8 +618,17 @@ def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None)
     )
 
 
+def theory_figures(out: Path, folder: Path, failed: str | None) -> tuple[dict[str, Path], dict[str, str]]:
+    """Appendix C's figures (and the measured FGSM gap change) from the theory stage's results."""
+    if failed or not (out / "theory").is_dir():
+        return {}, {}
+    from logitscope.report.figures_theory import draw_theory_figures
+
+    return _drawn("theory", lambda: (draw_theory_figures(out / "theory", folder), {}))
+
+
 def _theory_section(out: Path, theory: dict[str, Any], failed: str | None) -> Section:
-    tdir = out / "theory"
+    drawn, not_drawn = theory_figures(out, out / "report" / "figures", failed)
     tables = []
     if theory.get("statements"):
         tables.append(
@@ -593,7 +669,7 @@ def _theory_section(out: Path, theory: dict[str, Any], failed: str | None) -> Se
         "The analytical model of appendix C",
         theory.get("summary", ""),
         tables,
-        [_fig(tdir, n, fid, title, cap, failed=failed) for n, fid, title, cap in figs],
+        [_fig(drawn, n, fid, title, cap, not_drawn, failed) for n, fid, title, cap in figs],
         [],
     )
 

@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -401,3 +401,66 @@ def figb3_neighbors(
     for m, model in enumerate(models):
         axes[0, 1 + m * (k + 1) + 1 + (k - 1) // 2].set_title(f"{model} neighbors", fontsize=8)
     return save_figure(fig, path)
+
+
+# -- the analyze stage's figures, from its stored results ------------------------------------
+
+LOGIT_FIGURES = (
+    "fig1_max_logit_evolution",
+    "figb1_gap_evolution",
+    "fig2a_gap_histograms",
+    "fig2b_adv_acc_by_gap",
+    "fig3a_rank_scatter",
+    "fig3b_rank_disagreement",
+    "fig3c_error_class_rank",
+    "fig3d_average_overlap",
+    "figb2_confidence_quadrants",
+    "figb3_neighbors",
+)
+
+
+def draw_logit_figures(
+    summary: Mapping[str, Any], results: Mapping[str, Any], folder: str | os.PathLike, images: np.ndarray | None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Sections 4.1's and 4.3's figures from the analyze stage's stored results
+    (`logitscope.analysis.analyze.read_analysis`) into ``folder``.
+
+    Args:
+        summary, results: the stage's numbers and its figures' inputs.
+        images: ``(N, C, H, W)`` uint8 images of the analysed split, for figures B.2 and B.3
+            (None: those two are not drawn).
+
+    Returns:
+        (figure name -> PNG path, figure name -> why it was not drawn).
+    """
+    folder = Path(folder)
+    meta = results["meta"]
+    if images is not None and len(images) != len(meta["labels"]):
+        raise ValueError(f"{len(images)} images: expected {len(meta['labels'])}, the {summary.get('split')} split")
+    label = ", ".join(x for x in (summary.get("dataset", ""), summary.get("split", "")) if x)
+    names = meta.get("class_names")
+    cname = names[meta["scatter_class"]] if names is not None else None
+    skipped = {k: v for k, v in summary.get("skipped", {}).items() if k in LOGIT_FIGURES}
+    draw = {
+        "fig1_max_logit_evolution": lambda p: fig1_max_logit_evolution(
+            results["max_logit_evolution"]["ST"], results["max_logit_evolution"]["AT"], p, meta["dataset"]
+        ),
+        "figb1_gap_evolution": lambda p: figb1_gap_evolution(results["gap_evolution"], p),
+        "fig2a_gap_histograms": lambda p: fig2a_gap_histograms(
+            results["gap_histograms"]["ST"], results["gap_histograms"]["AT"], p, label
+        ),
+        "fig3a_rank_scatter": lambda p: fig3a_rank_scatter(results["rank_scatter"], p, cname),
+        "fig3b_rank_disagreement": lambda p: fig3b_rank_disagreement(results["rank_disagreement"], p, names),
+        "fig3c_error_class_rank": lambda p: fig3c_error_class_rank(results["error_class_rank"], p),
+        "fig3d_average_overlap": lambda p: fig3d_average_overlap(results["average_overlap"], p, label),
+    }
+    if "adv_acc_by_gap" in results:
+        accs = results["adv_acc_by_gap"]
+        draw["fig2b_adv_acc_by_gap"] = lambda p: fig2b_adv_acc_by_gap(accs["AT"], p, accs.get("ST"))
+    if images is None:
+        skipped["figb2_confidence_quadrants"] = skipped["figb3_neighbors"] = "the analysed images are not available"
+    else:
+        quads, neigh = results["confidence_quadrants"], results["neighbors"]
+        draw["figb2_confidence_quadrants"] = lambda p: figb2_confidence_quadrants(images, quads, p, cname)
+        draw["figb3_neighbors"] = lambda p: figb3_neighbors(images, neigh, p, meta["labels"], names)
+    return {name: fn(folder / f"{name}.png") for name, fn in draw.items()}, skipped

@@ -16,16 +16,12 @@ correctly; for those it is the paper's ``max - 2nd max``).
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-
-from logitscope.theory.figures import figure_gap_change
 
 logger = logging.getLogger(__name__)
 
@@ -168,14 +164,3 @@ def measure_gap_change(
         power,
     )
     return out
-
-
-def plot_gap_change(results_by_name: Mapping[str, Mapping[str, NDArray]], path: str | os.PathLike) -> None:
-    """Scatter of gap change against clean gap with the fitted curves, one color per model.
-
-    Args:
-        results_by_name: ``{"ST": measure_gap_change(...), "AT": measure_gap_change(...)}``.
-        path: output image (PNG).
-    """
-    fig = figure_gap_change(results_by_name)
-    fig.savefig(os.fspath(path), dpi=120)

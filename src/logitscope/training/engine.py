@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -262,14 +263,67 @@ def train(
     dist = Dist.from_env(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
+    run = _open_run(out, config, resume, dist)
+    if run.complete:
+        log.info("run %s is complete; nothing to do", run.dir.name)
+        return run
+    t = _set_up(cfg, run, device, dist, objective)
+    show = sys.stderr.isatty() if progress is None else progress
+    for epoch in range(t.start + 1, cfg.epochs + 1):
+        lr = learning_rate(cfg, epoch)
+        for group in t.opt.param_groups:
+            group["lr"] = lr
+        train_attack = objectives.attack_at_epoch(cfg.attack, epoch) if cfg.objective == "pgd-at" else None
+        if train_attack is not None and cfg.attack.warmup_epochs:
+            t.step_objective = objectives.pgd_at(train_attack)
+        loss_sum, train_s = _train_epoch(t, epoch, show, stop_after_batches)
+        measured = {"lr": lr, **({"train_eps": train_attack.eps} if train_attack is not None else {})}
+        _end_epoch(t, epoch, loss_sum, train_s, measured)
+    if dist.is_main:
+        run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
+    dist.barrier()
+    return run
+
+
+@dataclass
+class _Training:
+    """What the epochs of `train` share once it is set up. ``train_model``: the module the
+    batches step (compiled, or wrapped in DDP) sharing ``model``'s parameters;
+    ``batches_done``: the batches of this process's call, for the ``stop_after_batches`` hook."""
+
+    cfg: RunConfig
+    run: Run
+    device: torch.device
+    dist: Dist
+    data: Dataset
+    model: nn.Module
+    spec: dict[str, Any]
+    opt: torch.optim.Optimizer
+    start: int
+    rows: list[dict]
+    train_model: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    augment: Augment
+    step_objective: objectives.Objective
+    batches_done: int = 0
+
+
+def _open_run(out: str | os.PathLike, config: RunConfig, resume: bool, dist: Dist) -> Run:
+    """The run folder: created (or resumed) by the main process, then opened by the others."""
     if dist.is_main:
         run = Run.create(out, config, resume=resume)
     dist.barrier()
     if not dist.is_main:
         run = Run(Path(out) / config.run_id)
-    if run.complete:
-        log.info("run %s is complete; nothing to do", run.dir.name)
-        return run
+    return run
+
+
+def _set_up(
+    cfg: RunConfig, run: Run, device: torch.device, dist: Dist, objective: ObjectiveFactory | None
+) -> _Training:
+    """Data, model and optimizer (resumed from ``checkpoints/last.pt`` if present), the
+    training data on the device as uint8, and the objective."""
     data = load_data(cfg.data)
     model, spec = initial_model(cfg, data, device)
     if dist.enabled and device.type == "cuda":
@@ -292,87 +346,111 @@ def train(
     step_objective = build_objective(cfg, run, data, device, objective)
     if dist.is_main:
         dist.barrier()
-    n, bs = len(y_train), cfg.optim.batch_size
-    show = sys.stderr.isatty() if progress is None else progress
-    batches_done = 0
+    return _Training(
+        cfg=cfg,
+        run=run,
+        device=device,
+        dist=dist,
+        data=data,
+        model=model,
+        spec=spec,
+        opt=opt,
+        start=start,
+        rows=rows,
+        train_model=train_model,
+        x_train=x_train,
+        y_train=y_train,
+        augment=augment,
+        step_objective=step_objective,
+    )
 
-    for epoch in range(start + 1, cfg.epochs + 1):
-        lr = learning_rate(cfg, epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        train_attack = objectives.attack_at_epoch(cfg.attack, epoch) if cfg.objective == "pgd-at" else None
-        if train_attack is not None and cfg.attack.warmup_epochs:
-            step_objective = objectives.pgd_at(train_attack)
-        g = epoch_generator(cfg, epoch, device)
-        order = torch.randperm(n, generator=g, device=device)
-        train_model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite batch
-        bad_value = torch.zeros((), device=device)
-        bar = tqdm(
-            total=n, desc=f"{run.dir.name} epoch {epoch}/{cfg.epochs}", unit="img", disable=not show, leave=False
-        )
-        for i in range(0, n, bs):
-            batch = order[i : i + bs]
-            s0, s1 = dist.shard(len(batch))
-            idx = batch[s0:s1]
-            xb = perf.to_format(augment(x_train[batch], g)[s0:s1].float().div_(255), cfg.perf)
-            with perf.autocast(cfg.perf, device):
-                loss = step_objective(train_model, xb, y_train[idx], idx, g, (s0, s1, len(batch)))
-            batch_no = i // bs + 1
-            # an empty shard (a tail batch with fewer rows than ranks) has a nan mean and weight 0
-            loss_d = loss.detach().float() if s1 > s0 else torch.zeros((), device=device)
-            new_bad = (first_bad < 0) & ~torch.isfinite(loss_d)
-            first_bad = torch.where(new_bad, torch.full_like(first_bad, batch_no), first_bad)
-            bad_value = torch.where(new_bad, loss_d, bad_value)
-            check = device.type != "cuda" or batch_no % NONFINITE_CHECK_EVERY_CUDA == 0 or i + bs >= n
-            if check and dist.any(first_bad >= 0):  # every rank stops at the same batch
-                bar.close()
-                what = "non-finite loss on another rank"
-                if int(first_bad) >= 0:
-                    what = f"loss {float(bad_value)} at batch {int(first_bad)}"
-                raise diverged(run, epoch, what, dist.is_main)
-            opt.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
-            scale = (s1 - s0) * dist.world / len(batch)
-            (loss * scale if scale != 1 else loss).backward()
-            if cfg.optim.grad_clip is not None:  # after DDP's all-reduce: every rank clips alike
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            if s1 > s0:
-                loss_sum += loss.detach() * (s1 - s0)
-            bar.update(len(batch))
-            batches_done += 1
-            if stop_after_batches is not None and batches_done >= stop_after_batches:
-                bar.close()
-                raise KeyboardInterrupt(f"stopped after {batches_done} batches (test hook)")
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_s = time.perf_counter() - t0
 
-        t1 = time.perf_counter()
-        loss_total = float(dist.sum(loss_sum))
-        dist.broadcast_buffers(model)  # BatchNorm: every rank snapshots with rank 0's (the checkpoint's) statistics
-        accs = snapshot(run, cfg, model, data, epoch, device, dist)
-        if not dist.is_main:
-            dist.barrier()  # rank 0 measures, checkpoints and records the epoch
-            continue
-        row = {
-            "lr": lr,
-            "loss": loss_total / n,
-            **accs,
-            **({"train_eps": train_attack.eps} if train_attack is not None else {}),
-            "train_seconds": train_s,
-            "snapshot_seconds": time.perf_counter() - t1,
-        }
-        record_epoch(run, cfg, model, opt, spec, data, rows, epoch, row, device)
-        dist.barrier()
-    if dist.is_main:
-        run.update_meta(status="complete", finished=time.time(), last_epoch=cfg.epochs)
+def _train_epoch(t: _Training, epoch: int, show: bool, stop_after_batches: int | None) -> tuple[torch.Tensor, float]:
+    """One epoch's batches, shuffled and augmented by the epoch's generator; raises on a
+    non-finite loss (every rank at the same batch). Returns the loss summed over this
+    process's samples (on the device) and the seconds."""
+    cfg, device, dist = t.cfg, t.device, t.dist
+    n, bs = len(t.y_train), cfg.optim.batch_size
+    g = epoch_generator(cfg, epoch, device)
+    order = torch.randperm(n, generator=g, device=device)
+    t.train_model.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite batch
+    bad_value = torch.zeros((), device=device)
+    bar = tqdm(total=n, desc=f"{t.run.dir.name} epoch {epoch}/{cfg.epochs}", unit="img", disable=not show, leave=False)
+    for i in range(0, n, bs):
+        batch = order[i : i + bs]
+        s0, s1 = dist.shard(len(batch))
+        loss = _batch_loss(t, batch, s0, s1, g)
+        batch_no = i // bs + 1
+        # an empty shard (a tail batch with fewer rows than ranks) has a nan mean and weight 0
+        loss_d = loss.detach().float() if s1 > s0 else torch.zeros((), device=device)
+        new_bad = (first_bad < 0) & ~torch.isfinite(loss_d)
+        first_bad = torch.where(new_bad, torch.full_like(first_bad, batch_no), first_bad)
+        bad_value = torch.where(new_bad, loss_d, bad_value)
+        check = device.type != "cuda" or batch_no % NONFINITE_CHECK_EVERY_CUDA == 0 or i + bs >= n
+        if check and dist.any(first_bad >= 0):  # every rank stops at the same batch
+            bar.close()
+            what = "non-finite loss on another rank"
+            if int(first_bad) >= 0:
+                what = f"loss {float(bad_value)} at batch {int(first_bad)}"
+            raise diverged(t.run, epoch, what, dist.is_main)
+        _step(t, loss, s1 - s0, len(batch))
+        if s1 > s0:
+            loss_sum += loss.detach() * (s1 - s0)
+        bar.update(len(batch))
+        t.batches_done += 1
+        if stop_after_batches is not None and t.batches_done >= stop_after_batches:
+            bar.close()
+            raise KeyboardInterrupt(f"stopped after {t.batches_done} batches (test hook)")
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return loss_sum, time.perf_counter() - t0
+
+
+def _batch_loss(t: _Training, batch: torch.Tensor, s0: int, s1: int, g: torch.Generator) -> torch.Tensor:
+    """The objective's mean loss on this process's rows ``s0:s1`` of ``batch`` (the whole
+    batch is augmented, so that every rank draws alike)."""
+    idx = batch[s0:s1]
+    xb = perf.to_format(t.augment(t.x_train[batch], g)[s0:s1].float().div_(255), t.cfg.perf)
+    with perf.autocast(t.cfg.perf, t.device):
+        return t.step_objective(t.train_model, xb, t.y_train[idx], idx, g, (s0, s1, len(batch)))
+
+
+def _step(t: _Training, loss: torch.Tensor, rows: int, batch_size: int) -> None:
+    """One optimizer step on ``loss``, the mean over this process's ``rows`` of the batch."""
+    t.opt.zero_grad(set_to_none=True)
+    # DDP averages gradients over ranks; weight each rank's mean by its share of the batch
+    scale = rows * t.dist.world / batch_size
+    (loss * scale if scale != 1 else loss).backward()
+    if t.cfg.optim.grad_clip is not None:  # after DDP's all-reduce: every rank clips alike
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.optim.grad_clip)
+    t.opt.step()
+
+
+def _end_epoch(t: _Training, epoch: int, loss_sum: torch.Tensor, train_s: float, measured: dict[str, Any]) -> None:
+    """Snapshot the epoch's logits (every rank), then measure, checkpoint and record it (rank
+    0); ``measured``: the epoch's lr (and training eps)."""
+    dist = t.dist
+    t1 = time.perf_counter()
+    loss_total = float(dist.sum(loss_sum))
+    dist.broadcast_buffers(t.model)  # BatchNorm: every rank snapshots with rank 0's (the checkpoint's) statistics
+    accs = snapshot(t.run, t.cfg, t.model, t.data, epoch, t.device, dist)
+    if not dist.is_main:
+        dist.barrier()  # rank 0 measures, checkpoints and records the epoch
+        return
+    row = {
+        "lr": measured["lr"],
+        "loss": loss_total / len(t.y_train),
+        **accs,
+        **({"train_eps": measured["train_eps"]} if "train_eps" in measured else {}),
+        "train_seconds": train_s,
+        "snapshot_seconds": time.perf_counter() - t1,
+    }
+    record_epoch(t.run, t.cfg, t.model, t.opt, t.spec, t.data, t.rows, epoch, row, t.device)
     dist.barrier()
-    return run
 
 
 __all__ = ["ObjectiveFactory", "TrainingDiverged", "train"]

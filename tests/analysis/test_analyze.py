@@ -4,9 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from logitscope.analysis.analyze import analyze, read_analysis
 from logitscope.analysis.ranks import error_class_rank, pairwise_rank_disagreement
-from logitscope.analysis.summary import analyze_runs, find_records
 from logitscope.fileio.atomic import atomic_save_npz
+from logitscope.report.figures import draw_logit_figures
+from logitscope.store.evaluations import find_record
 from logitscope.store.logits import LogitStore, write_labels, write_logits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -69,18 +71,29 @@ def runs(tmp_path_factory):
     return out
 
 
-def test_analyze_runs_everything(runs, tmp_path):
+def test_analyze_everything_and_the_report_draws_every_figure(runs, tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (60, 1, 6, 6), dtype=np.uint8)
     st0 = LogitStore(runs["ST"][0]).get("test")
     given = {str(runs["ST"][0]): _records(np.asarray(st0), np.repeat(np.arange(C), 15), np.random.default_rng(2))}
-    res = analyze_runs(runs["ST"], runs["AT"], None, tmp_path, images=images, records=given)
+    res = analyze(runs["ST"], runs["AT"], None, tmp_path, records=given)
+    assert not list(tmp_path.glob("*.png"))  # the stage draws nothing
 
-    assert set(res["figures"]) == ALL_FIGURES
-    assert res["skipped"] == {}
-    for path in res["figures"].values():
+    summary, results = read_analysis(tmp_path)  # the report reads the stored results alone
+    assert summary == res == json.loads((tmp_path / "analysis.json").read_text())
+    drawn, skipped = draw_logit_figures(summary, results, tmp_path / "figures", images)
+    assert set(drawn) == ALL_FIGURES
+    assert res["skipped"] == {} and skipped == {}
+    for path in drawn.values():
         data = Path(path).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 1000
-    assert json.loads((tmp_path / "analysis.json").read_text()) == res
+    # the stored figure inputs are the analyses themselves, rebuilt exactly
+    logits4 = [LogitStore(r).get("test") for r in runs["ST"] + runs["AT"]]
+    again = pairwise_rank_disagreement(
+        logits4, np.repeat(np.arange(C), 15), ["ST0", "ST1", "AT0", "AT1"], ["ST", "ST", "AT", "AT"]
+    )
+    np.testing.assert_array_equal(results["rank_disagreement"].fraction, again.fraction)
+    assert results["rank_disagreement"].names == again.names
+    np.testing.assert_array_equal(results["meta"]["labels"], np.repeat(np.arange(C), 15))
     for table in ("distributions", "rank_disagreement", "average_overlap", "error_class_rank", "adv_acc_by_gap"):
         assert (tmp_path / f"{table}.csv").read_text().count("\n") > 1
     assert res["records"]["ST0"] == "given" and res["records"]["ST1"] is None
@@ -122,16 +135,16 @@ def test_analyze_runs_everything(runs, tmp_path):
     assert all(0 <= v <= 1 for v in ci["neighbors_same_class"]["ST"])
 
 
-def test_analyze_runs_without_records_or_images(runs, tmp_path):
-    res = analyze_runs(runs["ST"][:1], runs["AT"][:1], 1, tmp_path)
+def test_analyze_without_records_or_images(runs, tmp_path):
+    res = analyze(runs["ST"][:1], runs["AT"][:1], 1, tmp_path)
     assert set(res["skipped"]) == {
         "fig2b_adv_acc_by_gap",
-        "figb2_confidence_quadrants",
-        "figb3_neighbors",
         "error_class_rank ST adversarial",
         "error_class_rank AT adversarial",
     }
-    assert set(res["figures"]) == ALL_FIGURES - set(res["skipped"])
+    drawn, skipped = draw_logit_figures(*read_analysis(tmp_path), tmp_path / "figures", None)
+    assert set(skipped) == {"fig2b_adv_acc_by_gap", "figb2_confidence_quadrants", "figb3_neighbors"}
+    assert set(drawn) == ALL_FIGURES - set(skipped)
     assert "adv_acc_by_gap" not in res
     assert res["distributions"]["ST0"]["test"]["max_logit"]["epoch"] == 1
     assert set(res["rank_disagreement"]["groups"]) == {"AT-ST"}
@@ -144,20 +157,21 @@ def test_analyze_runs_without_records_or_images(runs, tmp_path):
     assert "AT-AT" not in res["claim_inputs"]["rank_disagreement"]  # one AT run: no AT-AT pair
 
 
-def test_analyze_runs_bad_input(runs, tmp_path):
+def test_analyze_bad_input(runs, tmp_path):
     with pytest.raises(ValueError, match="at least one each"):
-        analyze_runs([], runs["AT"], None, tmp_path)
-    with pytest.raises(ValueError, match="59 images"):
-        analyze_runs(runs["ST"], runs["AT"], None, tmp_path, images=np.zeros((59, 1, 4, 4), np.uint8))
+        analyze([], runs["AT"], None, tmp_path)
     with pytest.raises(KeyError, match="'val'"):
-        analyze_runs(runs["ST"], runs["AT"], None, tmp_path, split="val")
+        analyze(runs["ST"], runs["AT"], None, tmp_path, split="val")
     with pytest.raises(KeyError, match="lack"):
-        analyze_runs(runs["ST"], runs["AT"], None, tmp_path, records={"AT0": {"label": np.zeros(3)}})
+        analyze(runs["ST"], runs["AT"], None, tmp_path, records={"AT0": {"label": np.zeros(3)}})
+    analyze(runs["ST"], runs["AT"], None, tmp_path)
+    with pytest.raises(ValueError, match="59 images: expected 60, the test split"):
+        draw_logit_figures(*read_analysis(tmp_path), tmp_path / "figures", np.zeros((59, 1, 4, 4), np.uint8))
 
 
-def test_find_records(runs, tmp_path):
+def test_find_record(runs, tmp_path):
     at = runs["AT"][0]
-    assert find_records(at).name == "paper-epoch_002.npz"
-    assert find_records(at, 2) == find_records(at)
-    assert find_records(at, 1) is None
-    assert find_records(runs["ST"][0]) is None
+    assert find_record(at).name == "paper-epoch_002.npz"
+    assert find_record(at, 2) == find_record(at)
+    assert find_record(at, 1) is None
+    assert find_record(runs["ST"][0]) is None

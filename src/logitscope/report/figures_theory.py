@@ -1,17 +1,30 @@
-"""Figures C.1-C.3 of appendix C, and the measured gap change under FGSM.
+"""Appendix C's figures C.1-C.3 and the measured gap change under FGSM, drawn from a stored
+theory folder (`logitscope.theory.stored`: ``theory.json`` and ``fgsm_gap.npz``).
 
-Each function returns a ``matplotlib.figure.Figure`` built without pyplot (no global state,
-Agg rendering on save); the caller saves it.
+Figures are built on `matplotlib.figure.Figure` directly (Agg, no display, no global pyplot
+state) and written atomically as PNG. The curves of C.1-C.3 are analytic
+(`logitscope.theory.appendix_c`); their parameters and thresholds come from ``theory.json``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from logitscope.fileio.errors import read_json
+from logitscope.report.figures import save_figure
 from logitscope.theory import appendix_c as ac
+from logitscope.theory.stored import GAP_NPZ, THEORY_JSON, load_gap_results
+
+C_DPI = 100
+"""Resolution of figures C.1-C.3."""
+GAP_DPI = 120
+"""Resolution of the measured gap-change figure."""
 
 _SIGN_TAG = {1: "+", -1: "-"}
 
@@ -26,7 +39,7 @@ def _vline(ax, x: float, label: str, **kw) -> None:
         ax.axvline(x, linestyle="--", linewidth=1, label=label, **kw)
 
 
-def figure_c1(n_classes: int, found: Mapping[str, ac.Threshold], beta_max: float = 10.0) -> Figure:
+def figure_c1(n_classes: int, found: Mapping[str, float], beta_max: float = 10.0) -> Figure:
     """Figure C.1: the constraints of (4) and (5) on beta and the thresholds they imply.
 
     Panels: the correct case (beta against f_pm); the wrong case for each kappa reading
@@ -35,7 +48,8 @@ def figure_c1(n_classes: int, found: Mapping[str, ac.Threshold], beta_max: float
 
     Args:
         n_classes: N.
-        found: ``appendix_c.thresholds(n_classes)``.
+        found: threshold on beta by name, as in ``appendix_c.thresholds(n_classes)`` (NaN
+            where there is none).
         beta_max: right end of the beta axis.
     """
     n = n_classes
@@ -50,7 +64,7 @@ def figure_c1(n_classes: int, found: Mapping[str, ac.Threshold], beta_max: float
         ax.plot(beta, _masked(ac.f(beta, n, sign)), color=color, label=f"f{_SIGN_TAG[sign]}")
         _vline(
             ax,
-            found[f"correct{_SIGN_TAG[sign]}/literal"].threshold,
+            found[f"correct{_SIGN_TAG[sign]}/literal"],
             f"beta > f{_SIGN_TAG[sign]} from here",
             color=color,
         )
@@ -63,8 +77,8 @@ def figure_c1(n_classes: int, found: Mapping[str, ac.Threshold], beta_max: float
             tag = _SIGN_TAG[sign]
             ax.plot(beta, _masked(ac.g(beta, n, sign, reading)), "C2" + style, label=f"g{tag}")
             ax.plot(beta, _masked(ac.psi(beta, n, sign, reading)), "C3" + style, label=f"psi{tag}")
-        _vline(ax, found[f"wrong+/literal/{reading}"].threshold, "literal (+)", color="C4")
-        _vline(ax, found[f"wrong+/magnitude/{reading}"].threshold, "magnitudes (+)", color="C5")
+        _vline(ax, found[f"wrong+/literal/{reading}"], "literal (+)", color="C4")
+        _vline(ax, found[f"wrong+/magnitude/{reading}"], "magnitudes (+)", color="C5")
         _vline(ax, ac.PAPER_THRESHOLD, "paper: 3.5", color="0.5", alpha=0.7)
         ax.set(title=f"(5) misclassified, kappa {reading}", xlabel="beta", ylabel="logit", ylim=ylim)
         ax.legend(fontsize=8, ncol=2)
@@ -74,7 +88,7 @@ def figure_c1(n_classes: int, found: Mapping[str, ac.Threshold], beta_max: float
         for adm, style in (("literal", "-"), ("magnitude", "--")):
             margin = ac.constraint_margin(beta, n, "wrong", 1, adm, reading)
             ax.plot(beta, _masked(margin), color=color, linestyle=style, label=f"{adm}, kappa {reading}")
-            thr = found[f"wrong+/{adm}/{reading}"].threshold
+            thr = found[f"wrong+/{adm}/{reading}"]
             if np.isfinite(thr):
                 ax.plot([thr], [0.0], "o", color=color)
     ax.axhline(0.0, color="k", linewidth=0.8)
@@ -211,3 +225,47 @@ def figure_gap_change(results_by_name: Mapping[str, Mapping[str, np.ndarray]]) -
     ax.legend(fontsize=8)
     ax2.legend(fontsize=8)
     return fig
+
+
+def _thresholds(theory: Mapping[str, Any]) -> dict[str, float]:
+    """``theory.json``'s threshold table as name -> value (NaN where JSON holds null)."""
+    out = {}
+    for name, entry in theory["thresholds"].items():
+        value = entry.get("threshold")
+        out[name] = float(value) if value is not None else math.nan
+    return out
+
+
+def draw_theory_figures(theory_dir: Path, folder: Path) -> dict[str, Path]:
+    """Draw every figure the stored theory folder has data for into ``folder``.
+
+    Reads only ``theory_dir``'s ``theory.json`` (for ``fig_c1``, ``fig_c2``, ``fig_c3``) and
+    ``fgsm_gap.npz`` (for ``fig_fgsm_gap``); a missing file means its figures are not drawn.
+
+    Args:
+        theory_dir: a folder written by `logitscope.theory.run.write_theory`.
+        folder: where the PNGs go (created if missing; may be ``theory_dir``).
+
+    Returns:
+        Figure name (``"fig_c1"``, ..., ``"fig_fgsm_gap"``) -> path of the PNG, for those drawn.
+
+    Raises:
+        DamagedFileError: a stored file exists but cannot be read.
+    """
+    theory_dir, folder = Path(theory_dir), Path(folder)
+    drawn: dict[str, Path] = {}
+    if (theory_dir / THEORY_JSON).is_file():
+        theory = read_json(theory_dir / THEORY_JSON, expect=dict)
+        n = int(theory["n_classes"])
+        error_rate, eps = float(theory["options"]["error_rate"]), float(theory["options"]["eps"])
+        figs = {
+            "fig_c1": lambda: figure_c1(n, _thresholds(theory)),
+            "fig_c2": lambda: figure_c2(n, error_rate),
+            "fig_c3": lambda: figure_c3(n, error_rate, eps),
+        }
+        for name, make in figs.items():
+            drawn[name] = save_figure(make(), folder / f"{name}.png", dpi=C_DPI)
+    if (theory_dir / GAP_NPZ).is_file():
+        gaps = load_gap_results(theory_dir / GAP_NPZ)
+        drawn["fig_fgsm_gap"] = save_figure(figure_gap_change(gaps), folder / "fig_fgsm_gap.png", dpi=GAP_DPI)
+    return drawn
