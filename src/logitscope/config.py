@@ -536,3 +536,190 @@ def run_preset(name: str, /, **overrides: Any) -> RunConfig:
         raise ConfigError(f"unknown run preset {name!r}: expected one of {', '.join(RUN_PRESETS)}")
     base = RunConfig.from_dict(json.loads(json.dumps(RUN_PRESETS[name])))
     return apply_overrides(base, overrides) if overrides else base
+
+
+# -- reproduce presets: one frozen dataclass per section ------------------------------------
+# A preset file (`logitscope.plan.presets`) is read into a `Preset`, every value checked
+# against its field's type (strictly: a preset is YAML, whose values are typed; command-line
+# overrides are parsed to a key's type before they get here). Values are kept as written, so
+# the plan's stage parameters (and cache keys) are what the file says.
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """ST and AT runs: a run preset (`RUN_PRESETS`) plus any RunConfig field (``set``)."""
+
+    preset: str
+    epochs: int
+    checkpoint_epochs: tuple[int, ...] = ()
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    """The robustness protocol of every model (`ProtocolConfig`'s paper protocol settings)."""
+
+    eps: float
+    n_iter: int
+    n_restarts: int
+    n: int | None
+    batch_size: int
+
+    def protocol_settings(self) -> dict[str, Any]:
+        """The settings every evaluation stage takes, as its parameters."""
+        return {
+            "eps": self.eps,
+            "n_iter": self.n_iter,
+            "n_restarts": self.n_restarts,
+            "n": self.n,
+            "batch_size": self.batch_size,
+        }
+
+
+@dataclass(frozen=True)
+class TeacherSection:
+    """Appendix A.3's teacher checkpoint: a fixed epoch, or the rule over ``epochs``."""
+
+    epochs: tuple[int, ...]
+    natural_tolerance: float
+    fixed_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class DistillSection:
+    """The students: schedule, seeds, fix-k values, loss, the A.6/A.7 sweep's seeds."""
+
+    epochs: int
+    seeds: tuple[int, ...]
+    ks: tuple[int, ...]
+    loss: str
+    temperature: float
+    passes: int
+    sweep_seeds: tuple[int, ...]
+    batched: str = "auto"
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnalysisSection:
+    """The epoch of the image-level analyses: an epoch, null (the last) or "teacher"."""
+
+    epoch: int | str | None
+
+
+@dataclass(frozen=True)
+class ManifoldsSection:
+    """Figure 5 and A.8: P exemplars, M points per ball, MFTMA and simulated capacity."""
+
+    p: int
+    m: int
+    eps: float | None
+    n_t: int
+    max_features: int
+    simulate: bool = True
+    n_dichotomies: int = 50
+    simulate_models: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TheorySection:
+    classes: int
+
+
+@dataclass(frozen=True)
+class CrosscheckSection:
+    """Section 3's check of the protocol against other attacks, on the first ``n`` test images."""
+
+    models: tuple[str, ...]
+    n: int
+    protocols: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A reproduce preset (``logitscope reproduce --preset``): the whole paper's plan."""
+
+    name: str
+    seeds: tuple[int, ...]
+    train: TrainSection
+    evaluate: EvaluateSection
+    teacher: TeacherSection
+    distill: DistillSection
+    analysis: AnalysisSection
+    manifolds: ManifoldsSection
+    theory: TheorySection
+    crosscheck: CrosscheckSection | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "") -> Preset:
+        """The preset of a plain mapping, every value type-checked (one-line `ConfigError`)."""
+        return checked(cls, d, "", where)
+
+
+def _kind(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind(a) for a in args)
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "null",
+        tuple: "a list",
+        dict: "a mapping",
+    }.get(origin or tp, getattr(tp, "__name__", str(tp)))
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def checked(cls: type, d: Any, prefix: str = "", where: str = "") -> Any:
+    """``cls`` built from the mapping ``d``, each value of its field's type (strictly: no
+    parsing; lists become tuples, numbers stay as written). Nested dataclass fields are built
+    the same way; ``where`` names the source in errors."""
+    lead = f"preset {where}: " if where else ""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{lead}{prefix.rstrip('.') or 'preset'}={d!r}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ConfigError(f"{lead}unknown key {prefix}{unknown[0]}: expected one of {', '.join(names)}")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name not in d:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{lead}missing key {key}")
+            continue
+        value, tp = d[f.name], hints[f.name]
+        section = _dataclass_in(tp)
+        if section is not None and value is not None:
+            kwargs[f.name] = checked(section, value, f"{key}.", where)
+        elif _fits(value, tp):
+            kwargs[f.name] = (
+                tuple(value)
+                if typing.get_origin(tp) is tuple
+                or (isinstance(value, list) and any(typing.get_origin(a) is tuple for a in typing.get_args(tp)))
+                else value
+            )
+        else:
+            raise ConfigError(f"{lead}{key}={value!r}: expected {_kind(tp)}")
+    return cls(**kwargs)

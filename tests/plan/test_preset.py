@@ -299,9 +299,15 @@ def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path, tiny_preset, caps
 @pytest.mark.parametrize(
     "section,key,value,expected",
     [
-        ("evaluate", "n_iter", "abc", "expected a number"),
+        ("evaluate", "n_iter", "abc", "expected an integer"),
+        ("evaluate", "n_iter", 2.5, "expected an integer"),
+        ("evaluate", "eps", True, "expected a number"),
         ("distill", "ks", 3, "expected a list"),
+        ("distill", "ks", [1, "two"], "expected a list"),
         ("manifolds", "simulate", "yes", "expected true or false"),
+        ("manifolds", "eps", "big", "expected a number or null"),
+        ("analysis", "epoch", 2.0, "expected an integer or a string or null"),
+        ("train", "set", [1], "expected a mapping"),
     ],
 )
 def test_yaml_file_values_are_type_checked(tmp_path, section, key, value, expected):
@@ -325,3 +331,40 @@ def test_simulate_models_must_name_figure_5s_models(tmp_path):
     preset = resolve_preset("digits", ["manifolds.simulate_models=[ST teacher, my student]"], None)
     with pytest.raises(ConfigError, match="manifolds.simulate_models: 'my student': expected some of ST teacher"):
         build_plan(preset, tmp_path)
+
+
+def test_a_preset_file_names_its_unknown_and_missing_keys(tmp_path):
+    import yaml
+
+    from logitscope.config import ConfigError
+    from logitscope.plan.preset import load_preset
+
+    preset = load_preset("digits")
+    preset["evaluate"]["n_iters"] = 100
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    with pytest.raises(ConfigError, match="unknown key evaluate.n_iters: expected one of eps, n_iter, n_restarts"):
+        load_preset(str(path))
+    del preset["evaluate"]["n_iters"], preset["evaluate"]["eps"]
+    path.write_text(yaml.safe_dump(preset))
+    with pytest.raises(ConfigError, match=r"mine.yaml: missing key evaluate.eps$"):
+        load_preset(str(path))
+
+
+def test_every_built_in_preset_reads_as_typed_sections_that_keep_its_values():
+    """The typed sections hold the file's values as written (lists as tuples), so the plan's
+    stage parameters, and so its cache keys, are what the file says."""
+    from logitscope.config import Preset, to_plain
+    from logitscope.plan.preset import load_preset, preset_names
+
+    for name in preset_names():
+        raw = load_preset(name)
+        typed = Preset.from_dict(raw, name)
+        plain = to_plain(typed)
+        for section, values in raw.items():
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    assert plain[section][key] == value and type(plain[section][key]) is type(value), (name, key)
+        assert typed.evaluate.protocol_settings() == {
+            k: raw["evaluate"][k] for k in ("eps", "n_iter", "n_restarts", "n", "batch_size")
+        }

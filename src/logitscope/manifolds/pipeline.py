@@ -229,6 +229,7 @@ def analyze_models(
         "simulated_models": simulated,
         "exemplars": idx.tolist(),
         "models": results,
+        "model_order": list(results),  # as given (the JSON's keys are sorted)
         "undefined": undefined_layers(results),
     }
     atomic_write_json(out / "manifolds.json", summary)

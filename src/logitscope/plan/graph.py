@@ -13,10 +13,11 @@ that picks the same epoch retrains no student.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from logitscope.config import ConfigError, RunConfig, run_preset
+from logitscope.config import ConfigError, Preset, RunConfig, run_preset
 from logitscope.plan.dag import Plan, Stage
 from logitscope.plan.preset import apply_preset_overrides, load_preset
 
@@ -35,22 +36,22 @@ MANIFOLD_STUDENTS = {
 MANIFOLD_MODELS = ("ST teacher", "AT teacher", *MANIFOLD_STUDENTS.values())
 
 
-def _run_config(preset: dict[str, Any], method: str, seed: int, data_dir: str | None, **extra: Any) -> RunConfig:
-    tr = preset["train"]
-    overrides: dict[str, Any] = {"method": method, "seed": seed, "epochs": tr["epochs"]}
+def _run_config(preset: Preset, method: str, seed: int, data_dir: str | None, **extra: Any) -> RunConfig:
+    tr = preset.train
+    overrides: dict[str, Any] = {"method": method, "seed": seed, "epochs": tr.epochs}
     if method != "distill":
         overrides["checkpoint_epochs"] = sorted(
-            {e for e in tr.get("checkpoint_epochs", []) + preset["teacher"]["epochs"] if e < tr["epochs"]}
+            {e for e in tr.checkpoint_epochs + preset.teacher.epochs if e < tr.epochs}
         )
     if data_dir:
         overrides["data.data_dir"] = str(Path(data_dir).resolve())
-    overrides.update(tr.get("set") or {})
+    overrides.update(tr.set)
     overrides.update(extra)
-    return run_preset(tr["preset"], **overrides)
+    return run_preset(tr.preset, **overrides)
 
 
 def _student_config(
-    preset: dict[str, Any],
+    preset: Preset,
     teacher: RunConfig,
     out: Path,
     seed: int,
@@ -62,20 +63,20 @@ def _student_config(
     hybrid: RunConfig | None = None,
     tag: str = "",
 ) -> RunConfig:
-    d = preset["distill"]
-    loss = loss or d["loss"]
+    d = preset.distill
+    loss = loss or d.loss
     extra = {
-        "epochs": d["epochs"],
+        "epochs": d.epochs,
         "name": f"{teacher.data.name}-student-{tag}-s{seed}",
         "distill.teacher": teacher.run_id,  # a sibling run folder: the output folder stays movable
         "distill.teacher_epoch": teacher_epoch,
         "distill.transform": transform,
         "distill.k": k,
         "distill.loss": loss,
-        "distill.temperature": d["temperature"] if loss == "kl" else 1.0,
-        "distill.passes": d["passes"],
+        "distill.temperature": d.temperature if loss == "kl" else 1.0,
+        "distill.passes": d.passes,
         "distill.target_seed": seed,
-        **(d.get("set") or {}),
+        **d.set,
     }
     if hybrid is not None:
         extra["distill.hybrid_order"] = hybrid.run_id
@@ -84,7 +85,7 @@ def _student_config(
 
 
 def _add_crosscheck(
-    preset: dict[str, Any],
+    preset: Preset,
     stages: list[Stage],
     seed: int,
     st: RunConfig,
@@ -101,7 +102,7 @@ def _add_crosscheck(
     full-test record (every image's attack is seeded by its index, so its verdict does not
     depend on what shares its batch; logits agree to float rounding), so nothing else is
     evaluated. Returns the report's label -> run, epoch, n, protocols of the models planned."""
-    cc = preset.get("crosscheck") or {}
+    cc = preset.crosscheck
     models: dict[str, tuple[RunConfig, int, str]] = {"st": (st, last, f"train-st-s{seed}")}
     if chosen is not None:
         models["at"] = (at, chosen, f"train-at-s{seed}")
@@ -109,12 +110,12 @@ def _add_crosscheck(
             name, cfg = students["normal"][0]
             models["normal"] = (cfg, cfg.epochs, name)
     planned: dict[str, dict[str, Any]] = {}
-    for model in cc.get("models", ()):
-        if model not in models or not cc.get("protocols"):
+    for model in cc.models if cc is not None else ():
+        if model not in models or not cc.protocols:
             continue
         cfg, epoch, dep = models[model]
-        for protocol in cc["protocols"]:
-            params = {"run_id": cfg.run_id, "epoch": epoch, **ev_params, "n": cc["n"], "protocol": protocol}
+        for protocol in cc.protocols:
+            params = {"run_id": cfg.run_id, "epoch": epoch, **ev_params, "n": cc.n, "protocol": protocol}
             stages.append(
                 Stage(
                     f"crosscheck-{protocol}-{model}",
@@ -128,8 +129,8 @@ def _add_crosscheck(
         planned[CROSSCHECK_MODELS[model]] = {
             "run_id": cfg.run_id,
             "epoch": epoch,
-            "n": cc["n"],
-            "protocols": list(cc["protocols"]),
+            "n": cc.n,
+            "protocols": list(cc.protocols),
         }
     return planned
 
@@ -141,6 +142,7 @@ def build_plan(
     chosen; ``assume_teacher`` plans them as if that epoch were chosen (the store projection)."""
     out = Path(out)
     b = _Builder(preset, out, data_dir)
+    typed = b.preset
     evals = _add_teacher_runs(b)
     sweep = _add_sweep(b)
     _add_choice(b, sweep)
@@ -149,7 +151,7 @@ def build_plan(
     pending: list[str] = []
     students: dict[str, list[tuple[str, RunConfig]]] = {}
     waits_on: dict[str, tuple[str, ...]] = {}
-    at_teacher_epoch = preset["analysis"]["epoch"] == "teacher"
+    at_teacher_epoch = typed.analysis.epoch == "teacher"
     if chosen is None:
         pending.append("students (figure 4, table 2), their evaluation, analyses and report: wait for choose-teacher")
         waits_on["choose-teacher"] = ("distill", "evaluate", "manifolds") + (("analyze",) if at_teacher_epoch else ())
@@ -158,7 +160,7 @@ def build_plan(
         _add_teacher_epoch_evals(b, evals, chosen, at_teacher_epoch)
     analysis_epoch = _add_analysis(b, evals, chosen, pending)
     s0 = b.seeds[0]
-    crosscheck = _add_crosscheck(preset, b.stages, s0, b.st[s0], b.at[s0], b.last, chosen, students, b.ev_params)
+    crosscheck = _add_crosscheck(typed, b.stages, s0, b.st[s0], b.at[s0], b.last, chosen, students, b.ev_params)
     if chosen is not None:
         _add_manifolds(b, chosen, students)
     _add_theory(b)
@@ -172,17 +174,18 @@ class _Builder:
     each seed, and the last epoch."""
 
     def __init__(self, preset: dict[str, Any], out: Path, data_dir: str | None) -> None:
-        self.preset, self.out, self.data_dir = preset, out, data_dir
+        self.raw = preset  # as written: the report's parameter
+        self.preset = typed = Preset.from_dict(preset)
+        self.out, self.data_dir = out, data_dir
         self.stages: list[Stage] = []
-        ev = preset["evaluate"]
-        self.ev_params = {k: ev[k] for k in ("eps", "n_iter", "n_restarts", "n", "batch_size")}
-        bad = sorted(set(preset["manifolds"].get("simulate_models") or ()) - set(MANIFOLD_MODELS))
+        self.ev_params = typed.evaluate.protocol_settings()
+        bad = sorted(set(typed.manifolds.simulate_models or ()) - set(MANIFOLD_MODELS))
         if bad:
             raise ConfigError(f"manifolds.simulate_models: {bad[0]!r}: expected some of {', '.join(MANIFOLD_MODELS)}")
-        self.seeds = list(preset["seeds"])
-        self.st = {s: _run_config(preset, "st", s, data_dir) for s in self.seeds}
-        self.at = {s: _run_config(preset, "at", s, data_dir) for s in self.seeds}
-        self.last = preset["train"]["epochs"]
+        self.seeds = list(typed.seeds)
+        self.st = {s: _run_config(typed, "st", s, data_dir) for s in self.seeds}
+        self.at = {s: _run_config(typed, "at", s, data_dir) for s in self.seeds}
+        self.last = typed.train.epochs
 
     def train(self, name: str, cfg: RunConfig, deps: tuple[str, ...] = (), kind: str = "train") -> str:
         self.stages.append(
@@ -232,11 +235,11 @@ def _add_sweep(b: _Builder) -> dict[str, dict[str, Any]]:
     students of the distillation loss only (A.7's other loss is for the report), on the
     validation split only. Returns each sweep student's stage -> its evaluations and run."""
     preset = b.preset
-    teacher = preset["teacher"]
-    rule = teacher.get("fixed_epoch") is None
+    teacher = preset.teacher
+    rule = teacher.fixed_epoch is None
     sweep: dict[str, dict[str, Any]] = {}
-    for s in preset["distill"]["sweep_seeds"]:
-        grid = [(te, loss) for te in teacher["epochs"] for loss in ("l1", "kl")]
+    for s in preset.distill.sweep_seeds:
+        grid = [(te, loss) for te in teacher.epochs for loss in ("l1", "kl")]
         cfgs = {
             key: _student_config(
                 preset, b.at[s], b.out, s, b.data_dir, key[0], loss=key[1], tag=f"sweep-e{key[0]}-{key[1]}"
@@ -254,14 +257,14 @@ def _add_sweep(b: _Builder) -> dict[str, dict[str, Any]]:
                 "loss": loss,
                 "seed": s,
             }
-            if rule and loss == preset["distill"]["loss"]:
+            if rule and loss == preset.distill.loss:
                 sweep[name]["val_eval"] = b.eval(name, cfg, cfg.epochs, split="val")
     return sweep
 
 
 def _add_choice(b: _Builder, sweep: dict[str, dict[str, Any]]) -> None:
     """The decision: ``choose-teacher``, after the sweep's validation evaluations."""
-    teacher = b.preset["teacher"]
+    teacher = b.preset.teacher
     choose_deps = tuple(v["val_eval"] for v in sweep.values() if "val_eval" in v)
     b.stages.append(
         Stage(
@@ -270,16 +273,16 @@ def _add_choice(b: _Builder, sweep: dict[str, dict[str, Any]]) -> None:
             "logitscope.plan.stages:choose_teacher_stage",
             {
                 "sweep": sweep,
-                "fixed_epoch": teacher.get("fixed_epoch"),
-                "natural_tolerance": teacher["natural_tolerance"],
-                "loss": b.preset["distill"]["loss"],
+                "fixed_epoch": teacher.fixed_epoch,
+                "natural_tolerance": teacher.natural_tolerance,
+                "loss": b.preset.distill.loss,
             },
             choose_deps,
         )
     )
 
 
-def _student_variants(ks: list[int]) -> list[tuple[str, dict[str, Any]]]:
+def _student_variants(ks: Sequence[int]) -> list[tuple[str, dict[str, Any]]]:
     """Figure 4's and table 2's students: tag -> the `_student_config` arguments of its transform."""
     variants: list[tuple[str, dict[str, Any]]] = [("normal", {})]
     for k in ks:
@@ -295,10 +298,10 @@ def _add_students(b: _Builder, chosen: int) -> dict[str, list[tuple[str, RunConf
     """Every student of every distillation seed from the AT teacher at epoch ``chosen`` (in
     one batch per seed where batching is on), with its test evaluation at its last epoch.
     Returns tag -> (stage, run config) per seed."""
-    d = b.preset["distill"]
-    variants = _student_variants(d["ks"])
+    d = b.preset.distill
+    variants = _student_variants(d.ks)
     students: dict[str, list[tuple[str, RunConfig]]] = {}
-    for s in d["seeds"]:
+    for s in d.seeds:
         ts = b.seeds[s % len(b.seeds)]
         cfgs = {
             tag: _student_config(
@@ -341,8 +344,8 @@ def _add_analysis(b: _Builder, evals: dict[str, list[str]], chosen: int | None, 
     """The analyses at analysis.epoch: an epoch, null (the last) or "teacher" (the chosen one:
     pending until it is chosen). They read the records of every ST and AT run at that epoch.
     Returns the analysis epoch."""
-    seeds, at_teacher_epoch = b.seeds, b.preset["analysis"]["epoch"] == "teacher"
-    analysis_epoch = chosen if at_teacher_epoch else b.preset["analysis"]["epoch"]
+    seeds, at_teacher_epoch = b.seeds, b.preset.analysis.epoch == "teacher"
+    analysis_epoch = chosen if at_teacher_epoch else b.preset.analysis.epoch
     if at_teacher_epoch and chosen is None:
         pending.append("analyses at the teacher epoch (analysis.epoch: teacher): wait for choose-teacher")
         return analysis_epoch
@@ -362,7 +365,7 @@ def _add_analysis(b: _Builder, evals: dict[str, list[str]], chosen: int | None, 
 def _add_manifolds(b: _Builder, chosen: int, students: dict[str, list[tuple[str, RunConfig]]]) -> None:
     """Figure 5: the manifold analysis of seed 0's ST teacher (last epoch), AT teacher (epoch
     ``chosen``) and the first student of each of `MANIFOLD_STUDENTS` (last epoch)."""
-    mf, s0 = b.preset["manifolds"], b.seeds[0]
+    mf, s0 = b.preset.manifolds, b.seeds[0]
     models = {"ST teacher": (b.st[s0], None, f"train-st-s{s0}"), "AT teacher": (b.at[s0], chosen, f"train-at-s{s0}")}
     for tag, label in MANIFOLD_STUDENTS.items():
         if tag in students:
@@ -375,14 +378,14 @@ def _add_manifolds(b: _Builder, chosen: int, students: dict[str, list[tuple[str,
             "logitscope.plan.stages:manifolds_stage",
             {
                 "models": {k: {"run_id": c.run_id, "epoch": e} for k, (c, e, _) in models.items()},
-                "eps": mf["eps"] if mf["eps"] is not None else b.preset["evaluate"]["eps"],
-                "p": mf["p"],
-                "m": mf["m"],
-                "n_t": mf["n_t"],
-                "max_features": mf["max_features"],
-                "simulate": mf.get("simulate", True),
-                "n_dichotomies": mf.get("n_dichotomies", 50),
-                **({"simulate_models": mf["simulate_models"]} if mf.get("simulate_models") else {}),
+                "eps": mf.eps if mf.eps is not None else b.preset.evaluate.eps,
+                "p": mf.p,
+                "m": mf.m,
+                "n_t": mf.n_t,
+                "max_features": mf.max_features,
+                "simulate": mf.simulate,
+                "n_dichotomies": mf.n_dichotomies,
+                **({"simulate_models": list(mf.simulate_models)} if mf.simulate_models else {}),
             },
             tuple(n for _, _, n in models.values()),
             gpu=True,
@@ -394,10 +397,10 @@ def _add_theory(b: _Builder) -> None:
     """Appendix C's analytical model, beside seed 0's ST and AT runs."""
     s0 = b.seeds[0]
     theory_params = {
-        "classes": b.preset["theory"]["classes"],
+        "classes": b.preset.theory.classes,
         "st": b.st[s0].run_id,
         "at": b.at[s0].run_id,
-        "eps": b.preset["evaluate"]["eps"] / 10,
+        "eps": b.preset.evaluate.eps / 10,
         "n": 500,
     }
     b.stages.append(
@@ -429,7 +432,7 @@ def _add_report(
             "report",
             "logitscope.plan.stages:report_stage",
             {
-                "preset": b.preset,
+                "preset": b.raw,
                 "runs": {"st": [b.st[s].run_id for s in seeds], "at": [b.at[s].run_id for s in seeds]},
                 "students": {tag: [c.run_id for _, c in v] for tag, v in students.items()},
                 "sweep": sweep,
@@ -448,7 +451,7 @@ BATCHED = ("auto", "always", "never")
 BATCH_FN = "logitscope.plan.stages:train_batched_stage"
 
 
-def batches(preset: dict[str, Any], student: RunConfig) -> bool:
+def batches(preset: Preset, student: RunConfig) -> bool:
     """Whether the plan trains the students of one seed as one batch (``distill.batched``):
     "never"; "always" (for a model without BatchNorm, which batched training refuses); or
     "auto": that, on CUDA only, where a small student cannot fill the device (on CPU cores it
@@ -456,7 +459,7 @@ def batches(preset: dict[str, Any], student: RunConfig) -> bool:
     one batch: `logitscope.distill.batched`)."""
     from logitscope.distill.batched import batchable_model
 
-    mode = preset["distill"].get("batched", "auto")
+    mode = preset.distill.batched
     if mode not in BATCHED:
         raise ConfigError(f"distill.batched={mode!r}: expected one of {', '.join(BATCHED)}")
     if mode == "never" or not batchable_model(student):
@@ -469,7 +472,9 @@ def batches(preset: dict[str, Any], student: RunConfig) -> bool:
 
 
 def resolve_preset(preset: str, overrides: list[str], data_dir: str | None) -> dict[str, Any]:
+    """The preset named (or a YAML file) with ``overrides``, every value type-checked."""
     p = apply_preset_overrides(load_preset(preset), overrides)
+    Preset.from_dict(p, preset)
     return p
 
 
@@ -502,7 +507,8 @@ def validate_plan_inputs(
             f"analysis.epoch={epoch!r}: expected an epoch between 1 and train.epochs={preset['train']['epochs']}, "
             "null (the last) or 'teacher' (the teacher epoch)"
         )
-    cfg = _run_config(preset, "at", seeds[0], data_dir)
+    typed = Preset.from_dict(preset)
+    cfg = _run_config(typed, "at", seeds[0], data_dir)
     try:
         data = load_data(cfg.data)
     except (FileNotFoundError, ValueError) as exc:  # missing, corrupt, or not the published md5
@@ -513,7 +519,7 @@ def validate_plan_inputs(
             f"holds none out (data.val_per_class={cfg.data.val_per_class}): set train.set: {{data.val_per_class: N}}, "
             "or fix teacher.fixed_epoch"
         )
-    student = _student_config(preset, cfg, out, seeds[0], data_dir, preset["teacher"]["epochs"][0], tag="check")
+    student = _student_config(typed, cfg, out, seeds[0], data_dir, typed.teacher.epochs[0], tag="check")
     for key in ("name", "val_per_class", "split_seed"):
         if getattr(student.data, key) != getattr(cfg.data, key):
             raise ValueError(

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from logitscope.config import ConfigError, parse_float
+from logitscope.config import ConfigError, Preset, parse_float
 from logitscope.fileio.errors import detail, one_line, parse_yaml, read_yaml
 
 PRESET_DIR = "presets"
@@ -61,37 +61,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     missing = [s for s in SECTIONS if s not in preset and s not in OPTIONAL_SECTIONS]
     if missing:
         raise ConfigError(f"preset {name_or_path}: missing section {missing[0]!r}")
-    if name_or_path != "digits":
-        _check_types(preset, load_preset("digits"), name_or_path)
+    Preset.from_dict(preset, name_or_path)  # every value of its field's type (config.Preset)
     return preset
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true or false"
-    if isinstance(v, (int, float)):
-        return "a number"
-    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(v), type(v).__name__)
-
-
-def _check_types(preset: dict[str, Any], schema: dict[str, Any], where: str, prefix: str = "") -> None:
-    """Every value of a preset file has the kind of the built-in digits preset's value (a YAML
-    file is checked as strictly as a ``--set`` override); ``set`` mappings are RunConfig keys,
-    checked when the run configs are built."""
-    for key, ref in schema.items():
-        if key not in preset or key == "set":
-            continue
-        value, path = preset[key], f"{prefix}{key}"
-        if isinstance(ref, dict) and isinstance(value, dict):
-            _check_types(value, ref, where, f"{path}.")
-            continue
-        nullable = path in NULLABLE
-        if (value is None and nullable) or value in WORDS.get(path, ()):
-            continue
-        expected = NULLABLE.get(path, ref) if ref is None else ref
-        if expected is None or _kind(value) == _kind(expected):
-            continue
-        raise ConfigError(f"preset {where}: {path}={value!r}: expected {_kind(expected)}{_or_words(path)}")
 
 
 def _or_words(key: str) -> str:

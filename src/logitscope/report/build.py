@@ -24,7 +24,7 @@ from logitscope.fileio.errors import load_npz, read_json, read_yaml
 from logitscope.report import figures_distill
 from logitscope.report.claims import METHOD, Evidence, Records, check_claims
 from logitscope.report.figures import draw_logit_figures
-from logitscope.report.figures_manifolds import fig5_geometry, figA8_capacity
+from logitscope.report.figures_manifolds import fig5_geometry, figA8_capacity, in_stored_order
 from logitscope.report.model import Claim, Figure, Report, Section, Table
 from logitscope.stats import BOOTSTRAP_LEVEL, mean_sd
 from logitscope.store.evaluations import find_record, find_summary, summary_path
@@ -566,9 +566,10 @@ def manifold_figures(manifolds: Mapping[str, Any], folder: Path) -> tuple[dict[s
         return {}, {}
 
     def draw() -> tuple[dict[str, Path], dict[str, str]]:
-        drawn = {"fig5": fig5_geometry(manifolds["models"], folder / "fig5.png")}
+        models = in_stored_order(manifolds)
+        drawn = {"fig5": fig5_geometry(models, folder / "fig5.png")}
         if manifolds.get("simulated_models"):
-            drawn["figA8"] = figA8_capacity(manifolds["models"], folder / "figA8.png")
+            drawn["figA8"] = figA8_capacity(models, folder / "figA8.png")
         return drawn, {}
 
     return _drawn("manifold", draw)

@@ -24,6 +24,23 @@ PANELS = (
 )
 
 
+def in_stored_order(summary: dict[str, Any]) -> dict[str, Any]:
+    """The models of a stored ``manifolds.json`` in the order they were given (``model_order``),
+    each one's layers input to logits (``layer_order``): the file's keys are sorted."""
+    models = summary["models"]
+    order = [m for m in summary.get("model_order", []) if m in models] + [
+        m for m in models if m not in summary.get("model_order", [])
+    ]
+    out = {}
+    for label in order:
+        r = models[label]
+        layers = [n for n in r.get("layer_order", []) if n in r["layers"]] + [
+            n for n in r["layers"] if n not in r.get("layer_order", [])
+        ]
+        out[label] = {**r, "layers": {n: r["layers"][n] for n in layers}}
+    return out
+
+
 def _layer_order(results: dict[str, Any]) -> list[str]:
     """Every model's layers in order of first appearance (input to logits)."""
     names: list[str] = []
