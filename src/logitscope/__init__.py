@@ -31,7 +31,7 @@ _LAZY = {
 
 def train(config: Any, out: str = "runs", resume: bool = False, progress: bool | None = None) -> Any:
     """Train one run (ST, PGD-AT or distillation) and keep every epoch's logits; returns a Run."""
-    from logitscope.distill.pipeline import train_run
+    from logitscope.distill.distillation import train_run
 
     return train_run(config, out=out, resume=resume, progress=progress)
 

@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, object] | None =
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from logitscope.distill.pipeline import train_run
+    from logitscope.distill.distillation import train_run
 
     cfg = config_from_args(args)
     run = train_run(cfg, out=args.out, resume=args.resume)
@@ -116,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from logitscope.distill.pipeline import distill_config, train_student
+    from logitscope.distill.distillation import distill_config, train_student
 
     base = config_from_args(args)
     cfg = distill_config(
@@ -172,7 +172,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_manifolds(args: argparse.Namespace) -> int:
-    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.manifolds.geometry import measure_geometry
     from logitscope.report.build import manifold_figures
     from logitscope.store.runs import Run
 
@@ -180,7 +180,7 @@ def cmd_manifolds(args: argparse.Namespace) -> int:
     eps = parse_float(args.eps) if args.eps else loaded[0].config.attack.eps
     out = Path(args.out) if args.out else loaded[0].dir.parent / "manifolds"
     labelled = {r.dir.name: (r.dir, args.epoch) for r in loaded}
-    result = analyze_models(labelled, eps, args.p, args.m, out_dir=out)
+    result = measure_geometry(labelled, eps, args.p, args.m, out_dir=out)
     drawn, _ = manifold_figures(result, out)
     print(json.dumps({**result, "figures": {k: str(v) for k, v in drawn.items()}}, default=str)[:2000])
     return 0
@@ -188,7 +188,7 @@ def cmd_manifolds(args: argparse.Namespace) -> int:
 
 def cmd_theory(args: argparse.Namespace) -> int:
     from logitscope.report.figures_theory import draw_theory_figures
-    from logitscope.theory.run import write_theory
+    from logitscope.theory.model import write_theory
 
     out_dir = Path(args.out)
     result = write_theory(out_dir, n_classes=args.classes)

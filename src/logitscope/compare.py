@@ -169,7 +169,7 @@ __all__ = ["compare"]
 
 def _manifolds(models: dict[str, Any], eps: float, p: int, m: int, out: Path, device: str) -> dict[str, Any]:
     """Figure 5 of the first ST and AT run (no simulated capacity: minutes per layer on a CPU)."""
-    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.manifolds.geometry import measure_geometry
     from logitscope.runtime import resolve_device
 
-    return analyze_models(models, eps, p, m, out_dir=out, simulate=False, device=str(resolve_device(device)))
+    return measure_geometry(models, eps, p, m, out_dir=out, simulate=False, device=str(resolve_device(device)))

@@ -48,7 +48,7 @@ from logitscope.data import DATASETS, Dataset, load_data
 from logitscope.fileio.atomic import atomic_write_bytes, atomic_write_text
 from logitscope.models.imported import (
     ImportedModel,
-    check_logits,
+    check_model_output,
     default_layers,
     from_factory,
     load_torchscript,
@@ -114,7 +114,7 @@ def _probe(module: nn.Module, data: Dataset, what: str) -> torch.Tensor:
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}): expected a classifier "
             "of these images, normalization inside"
         ) from None
-    check_logits(out, len(x), data.n_classes, what)
+    check_model_output(out, len(x), data.n_classes, what)
     return x
 
 

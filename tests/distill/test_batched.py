@@ -8,9 +8,9 @@ import torch
 
 from logitscope import train
 from logitscope.data import load_data
-from logitscope.distill import pipeline
+from logitscope.distill import distillation
 from logitscope.distill.batched import group_key, train_batched
-from logitscope.distill.pipeline import distill_config
+from logitscope.distill.distillation import distill_config
 from logitscope.store import checkpoints
 
 # One step from the same state: the batched gradients are each run's own up to float32
@@ -148,15 +148,15 @@ def test_batched_runs_follow_the_one_at_a_time_runs(students, tmp_path):
 
 def test_a_diverging_run_leaves_the_group_and_the_others_finish(students, tmp_path, monkeypatch):
     group = students[:3]
-    real = pipeline.prepare_targets
+    real = distillation.prepare_targets
 
     def poisoned(cfg, run, data, device=None):
         t = real(cfg, run, data, device)
         return np.full_like(t, np.nan) if cfg.distill.transform == "fix-k-permute" else t
 
-    monkeypatch.setattr(pipeline, "prepare_targets", poisoned)
+    monkeypatch.setattr(distillation, "prepare_targets", poisoned)
     runs = train_batched(group, out=tmp_path / "b")
-    monkeypatch.setattr(pipeline, "prepare_targets", real)
+    monkeypatch.setattr(distillation, "prepare_targets", real)
     bad = runs[1]
     assert bad.meta["status"] == "failed" and "diverged at epoch 1: loss nan at batch 1" in bad.meta["reason"]
     assert not checkpoints.last_path(bad.dir).is_file()  # nothing of the diverged epoch is written
@@ -176,14 +176,14 @@ def test_one_at_a_time_a_diverging_run_does_not_stop_the_others(students, tmp_pa
 
     bad, behind, fresh = students[4], students[1], students[2]  # bad: transform none, L1
     with pytest.raises(KeyboardInterrupt):  # killed after its first epoch (19 batches)
-        pipeline.train_student(behind, out=tmp_path, progress=False, stop_after_batches=20)
-    real = pipeline.prepare_targets
+        distillation.train_student(behind, out=tmp_path, progress=False, stop_after_batches=20)
+    real = distillation.prepare_targets
 
     def poisoned(cfg, run, data, device=None):
         t = real(cfg, run, data, device)
         return np.full_like(t, np.nan) if cfg.distill.transform == "none" else t
 
-    monkeypatch.setattr(pipeline, "prepare_targets", poisoned)
+    monkeypatch.setattr(distillation, "prepare_targets", poisoned)
     runs = train_batched([bad, behind, fresh], out=tmp_path, resume=True)
     assert runs[0].meta["status"] == "failed" and "diverged at epoch 1" in runs[0].meta["reason"]
     assert runs[1].complete and runs[2].complete

@@ -267,7 +267,7 @@ def test_runs_lists_imported_runs(tmp_path, capsys):
 
 def test_an_imported_model_can_be_a_teacher(tmp_path):
     from logitscope.config import run_preset
-    from logitscope.distill.pipeline import distill_config, train_student
+    from logitscope.distill.distillation import distill_config, train_student
 
     model = sequential_model().eval()
     save_torchscript(model, tmp_path / "m.ts")

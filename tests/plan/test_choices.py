@@ -23,7 +23,7 @@ from logitscope.attacks.protocol import ProtocolResult
 from logitscope.config import RunConfig
 from logitscope.data import load_data
 from logitscope.evaluation import evaluate
-from logitscope.plan.dag import Plan, describe, mark_done, run_stage
+from logitscope.plan.dag import Plan, describe_plan, mark_done, run_stage
 from logitscope.plan.graph import build_plan, validate_plan_inputs
 from logitscope.plan.preset import apply_preset_overrides
 from logitscope.store.evaluations import record_path
@@ -151,7 +151,7 @@ def test_analysis_at_the_teacher_epoch_waits_for_the_choice(tmp_path):
     assert "analyze" not in before.stages and any("analysis.epoch: teacher" in p for p in before.pending)
     assert before.waits_on == {"choose-teacher": ("distill", "evaluate", "manifolds", "analyze")}
     assert {s.name for s in before.select(["analyze"])} == set(CHOOSE)  # --only analyze: the choice first
-    assert describe(before, ["analyze"]).splitlines()[-1].endswith("; 2 group(s) pending")
+    assert describe_plan(before, ["analyze"]).splitlines()[-1].endswith("; 2 group(s) pending")
     assert before.stages["report"].params["analysis_epoch"] is None
 
     after = with_choice(preset, tmp_path, 1)
@@ -224,9 +224,9 @@ def test_crosscheck_stages_evaluate_the_first_n_test_images_of_three_models(tmp_
         ({**CROSS, "models": ["st", "teacher"]}, "crosscheck.models has 'teacher': expected st, at, normal"),
         ({**CROSS, "protocols": ["paper"]}, "crosscheck.protocols has 'paper': expected autoattack, odi"),
         ({**CROSS, "n": 0}, "crosscheck.n=0: expected a positive number of test images"),
-        ({**CROSS, "n": 2.5}, "crosscheck.n=2.5: expected a positive number of test images"),
+        ({**CROSS, "n": 2.5}, "crosscheck.n=2.5: expected an integer"),
         ({**CROSS, "n": 41}, "crosscheck.n=41: expected at most evaluate.n=40"),
-        ({"models": ["st"], "n": 5}, "crosscheck={'models': ['st'], 'n': 5}: expected a mapping with models, n and"),
+        ({"models": ["st"], "n": 5}, "missing key crosscheck.protocols"),
     ],
 )
 def test_bad_crosscheck_settings_are_one_line_errors(tmp_path, crosscheck, message):

@@ -25,7 +25,7 @@ from plan_helpers import (
 )
 
 from logitscope.config import ConfigError, RunConfig
-from logitscope.plan.dag import Plan, Stage, describe, execute, run_stage
+from logitscope.plan.dag import Plan, Stage, describe_plan, execute, run_stage
 from logitscope.plan.graph import build_plan, resolve_preset
 from logitscope.plan.reproduce import reproduce
 from logitscope.store.runs import Run
@@ -103,7 +103,7 @@ def test_only_runs_the_kinds_asked_for_and_what_they_need(tmp_path):
     with pytest.raises(ValueError, match="--only 'eval': expected one of train, distill, evaluate"):
         plan.select(["eval"])
     assert run_toy(tmp_path, only=["evaluate"]) == [["a"], ["b", "c"]]
-    lines = describe(toy_plan(tmp_path), None).splitlines()
+    lines = describe_plan(toy_plan(tmp_path), None).splitlines()
     assert [line.split()[:3] for line in lines[:-1]] == [
         ["done", "train", "a"],
         ["done", "evaluate", "b"],
@@ -111,7 +111,7 @@ def test_only_runs_the_kinds_asked_for_and_what_they_need(tmp_path):
         ["ready", "analyze", "d"],
     ]
     assert lines[-1] == "3/4 stages done"
-    assert describe(toy_plan(tmp_path), ["evaluate"]).splitlines()[-1] == "3/3 stages done"
+    assert describe_plan(toy_plan(tmp_path), ["evaluate"]).splitlines()[-1] == "3/3 stages done"
     assert run_toy(tmp_path) == [["d"]]
 
 
@@ -130,7 +130,7 @@ def test_a_failed_stage_keeps_the_finished_ones(tmp_path):
     assert any("stage c failed (test)" in line for line in record["log_tail"])  # the traceback's last line
     assert record["log"].endswith("plan/logs/c.log")
     assert plan.failure("d")["blocked_by"] == "c" and plan.failure("b") is None
-    assert describe(plan, None).splitlines()[2].split()[:3] == ["failed", "evaluate", "c"]
+    assert describe_plan(plan, None).splitlines()[2].split()[:3] == ["failed", "evaluate", "c"]
     assert run_toy(tmp_path) == [["c"], ["d"]]  # a rerun retries exactly what failed
     assert plan.failure("c") is None and plan.failure("d") is None
 
@@ -163,7 +163,7 @@ def test_a_stale_or_broken_marker_is_not_done(tmp_path):
     marker = json.loads(plan.marker("c").read_text())
     plan.marker("c").write_text(json.dumps({**marker, "key": "0" * 16}))
     assert [plan.is_done(n) for n in "abcd"] == [True, False, False, True]
-    assert describe(plan, None).splitlines()[-1] == "2/4 stages done"
+    assert describe_plan(plan, None).splitlines()[-1] == "2/4 stages done"
     assert run_toy(tmp_path) == [["b", "c"]]  # d's key is unchanged: its inputs' keys are
 
 
@@ -224,7 +224,7 @@ def test_reproduce_up_to_the_choice_then_a_rerun_does_nothing(chosen_copy, tiny_
     assert reproduce(str(tiny_preset), out, only=["choose"]) == 0
     assert marker_times(out) == before
     plan = build_plan(resolve_preset(str(tiny_preset), [], None), out)
-    assert describe(plan, ["choose"]).splitlines()[-1] == f"{len(CHOOSE)}/{len(CHOOSE)} stages done"
+    assert describe_plan(plan, ["choose"]).splitlines()[-1] == f"{len(CHOOSE)}/{len(CHOOSE)} stages done"
 
 
 def test_a_changed_evaluation_setting_reruns_the_evaluations_and_the_choice(chosen_copy, tiny_preset):
@@ -250,11 +250,11 @@ def test_a_killed_plan_continues_to_the_same_results(tmp_path, tiny_preset, chos
     """Kills mid-epoch of the AT teacher, mid-epoch of the first student and at the second
     evaluation; each rerun continues where the last stopped and ends bitwise equal."""
     from logitscope import evaluation
-    from logitscope.distill import pipeline
+    from logitscope.distill import distillation
 
     calls = {"train": 0, "evaluate": 0}
     kills = {("train", 1): 30, ("train", 3): 5, ("evaluate", 2): 0}  # digits: 22 batches an epoch
-    real_train, real_evaluate = pipeline.train, evaluation.evaluate  # the engine's train, as every run calls it
+    real_train, real_evaluate = distillation.train, evaluation.evaluate  # the engine's train, as every run calls it
 
     def train(cfg, out="runs", resume=False, progress=None, stop_after_batches=None, objective=None):
         calls["train"] += 1
@@ -266,7 +266,7 @@ def test_a_killed_plan_continues_to_the_same_results(tmp_path, tiny_preset, chos
             raise KeyboardInterrupt("killed (test)")
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", train)
+    monkeypatch.setattr(distillation, "train", train)
     monkeypatch.setattr(evaluation, "evaluate", evaluate)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -325,7 +325,7 @@ def test_students_follow_the_choice_and_a_rerun_choice_keeps_them(chosen_copy, t
         ).config
         assert cfg.distill.teacher_epoch == epoch and cfg.distill.teacher.startswith("digits-small-cnn-at-s0-")
     plan = build_plan(resolve_preset(str(tiny_preset), [], None), out)
-    lines = describe(plan, ["distill", "evaluate"]).splitlines()
+    lines = describe_plan(plan, ["distill", "evaluate"]).splitlines()
     assert all(line.startswith("done ") for line in lines[:-1])
     assert lines[-1] == f"{len(lines) - 1}/{len(lines) - 1} stages done"
     # the sweep evaluated again (batch size does not change results): the choice reruns, picks

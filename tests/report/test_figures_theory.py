@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from logitscope.report.figures_theory import draw_theory_figures
-from logitscope.theory.run import write_theory
+from logitscope.theory.model import write_theory
 
 PNG = b"\x89PNG\r\n\x1a\n"
 C_FIGURES = ["fig_c1", "fig_c2", "fig_c3"]

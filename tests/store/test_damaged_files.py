@@ -353,20 +353,20 @@ def _damage(path: Path, how: str, marker: Path) -> None:
 
 @pytest.mark.parametrize("how", ["truncated", "hostile"])
 def test_damaged_targets_are_recomputed(fabricated, tmp_path, marker, caplog, how, monkeypatch):
-    from logitscope.distill import pipeline
+    from logitscope.distill import distillation
 
     teacher, data = fabricated
-    cfg = pipeline.distill_config(teacher.config, teacher=str(teacher.dir), teacher_epoch=1)
+    cfg = distillation.distill_config(teacher.config, teacher=str(teacher.dir), teacher_epoch=1)
     student = Run.create(tmp_path / "students", cfg)
-    first = pipeline.prepare_targets(cfg, student, data)
+    first = distillation.prepare_targets(cfg, student, data)
     calls = []
-    real = pipeline.teacher_targets
-    monkeypatch.setattr(pipeline, "teacher_targets", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = distillation.teacher_targets
+    monkeypatch.setattr(distillation, "teacher_targets", lambda *a, **k: calls.append(1) or real(*a, **k))
 
     stored = student.dir / "targets" / "targets.npy"
     _damage(stored, how, marker)
-    with caplog.at_level(logging.WARNING, logger="logitscope.distill.pipeline"):
-        again = pipeline.prepare_targets(cfg, student, data)
+    with caplog.at_level(logging.WARNING, logger="logitscope.distill.distillation"):
+        again = distillation.prepare_targets(cfg, student, data)
     np.testing.assert_array_equal(again, first)
     assert calls == [] and f"recomputing {stored}" in caplog.text  # from the teacher's cache
     np.testing.assert_array_equal(load_npy(stored), first)  # and written back whole
@@ -375,15 +375,15 @@ def test_damaged_targets_are_recomputed(fabricated, tmp_path, marker, caplog, ho
     _damage(cache, how, marker)
     _damage(stored, how, marker)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="logitscope.distill.pipeline"):
-        np.testing.assert_array_equal(pipeline.prepare_targets(cfg, student, data), first)
+    with caplog.at_level(logging.WARNING, logger="logitscope.distill.distillation"):
+        np.testing.assert_array_equal(distillation.prepare_targets(cfg, student, data), first)
     assert calls == [1] and f"recomputing {cache}" in caplog.text
     np.testing.assert_array_equal(load_npy(cache), first)
 
     truncate(student.dir / "targets" / "provenance.json")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="logitscope.distill.pipeline"):
-        np.testing.assert_array_equal(pipeline.prepare_targets(cfg, student, data), first)
+    with caplog.at_level(logging.WARNING, logger="logitscope.distill.distillation"):
+        np.testing.assert_array_equal(distillation.prepare_targets(cfg, student, data), first)
     assert "provenance.json: not valid JSON" in caplog.text
     assert read_json(student.dir / "targets" / "provenance.json")["epoch"] == 1
     assert not marker.exists()

@@ -204,7 +204,7 @@ class Outputs:
         return AttackResult(self.x_adv, self.logits, self.broken, self.loss, self.n_grad)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision for the attack's forward and backward passes (None: off)."""
     if dtype is None:
         return contextlib.nullcontext()
@@ -223,7 +223,7 @@ def input_gradient(
     """
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        with autocast(x.device, amp_dtype):
+        with _autocast(x.device, amp_dtype):
             logits = model(xg)
         logits = logits.float()
         loss = loss_fn(logits)

@@ -32,9 +32,9 @@ def get_dataset(
 
         return load_idx(data_dir, val_per_class or 0, split_seed)
     if name == "npz":
-        from logitscope.data.npz import load_npz
+        from logitscope.data.npz import load_npz_dataset
 
-        return load_npz(data_dir, val_per_class or 0, split_seed)
+        return load_npz_dataset(data_dir, val_per_class or 0, split_seed)
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
 
 

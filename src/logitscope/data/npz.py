@@ -18,7 +18,7 @@ from logitscope.fileio.errors import load_npz as read_arrays
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
-def load_npz(
+def load_npz_dataset(
     data_dir: str | os.PathLike | None, val_per_class: int = 0, split_seed: int = 0, name: str = "npz"
 ) -> Dataset:
     if data_dir is None:

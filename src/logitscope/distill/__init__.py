@@ -1,7 +1,7 @@
 """Robust distillation on clean inputs: teacher targets, their manipulations, the losses.
 
 ``logitscope.distill(teacher=..., transform=..., k=...)`` trains a student: the package is
-callable (it forwards to :func:`logitscope.distill.pipeline.distill`), so the public verb and
+callable (it forwards to :func:`logitscope.distill.distillation.distill`), so the public verb and
 the subpackage share one name without shadowing each other.
 """
 
@@ -39,7 +39,7 @@ __all__ = [
 
 class _CallablePackage(types.ModuleType):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from logitscope.distill.pipeline import distill
+        from logitscope.distill.distillation import distill
 
         return distill(*args, **kwargs)
 

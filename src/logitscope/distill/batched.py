@@ -6,7 +6,7 @@ and every run of a seed starts from the same initialization. `train_batched` sta
 parameters (`torch.func.stack_module_state`) and runs one vmapped forward and backward per
 batch. Each run keeps its own loss, gradient clipping, SGD step, divergence check, logit
 snapshot, PGD monitor, checkpoints and records, written by the engine's own functions: each
-run folder is what `logitscope.distill.pipeline.train_student` writes for that run alone, up to float
+run folder is what `logitscope.distill.distillation.train_student` writes for that run alone, up to float
 rounding (a vmapped convolution is a grouped one, whose sums run in another order;
 ``tests/distill/test_batched.py`` checks batched runs against one-at-a-time ones). A run
 that diverges is marked failed and leaves the group; the others go on.
@@ -39,7 +39,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from logitscope.config import PerfConfig, RunConfig
 from logitscope.data import Augment, Dataset, load_data
-from logitscope.distill import pipeline
+from logitscope.distill import distillation
 from logitscope.distill.losses import distill_loss
 from logitscope.runtime import resolve_device
 from logitscope.store.runs import Run
@@ -138,13 +138,13 @@ def train_batched(configs: Sequence[RunConfig], out: str | os.PathLike = "runs",
         log.info("training %d run(s) one at a time: %s", len(members), reason)
         for m in members:
             try:
-                pipeline.train_student(m.cfg, out=out, resume=True)
+                distillation.train_student(m.cfg, out=out, resume=True)
             except engine.TrainingDiverged as exc:  # recorded in its meta.json; the others go on
                 log.error("%s", exc)
         return runs
     for m in members:
         m.rows = engine.begin(m.run, m.cfg, data, device, m.start)
-        m.targets = torch.from_numpy(pipeline.prepare_targets(m.cfg, m.run, data, device)).to(device)
+        m.targets = torch.from_numpy(distillation.prepare_targets(m.cfg, m.run, data, device)).to(device)
     _train_group(members, data, device)
     return runs
 

@@ -20,14 +20,14 @@ from logitscope.fileio.atomic import atomic_write_bytes
 from logitscope.fileio.errors import RERUN, DamagedFileError, detail, one_line
 
 
-def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+def save_plain(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Atomically ``torch.save`` a dict of plain data."""
     buf = io.BytesIO()
     torch.save(payload, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load(path: str | os.PathLike, remedy: str = RERUN) -> dict[str, Any]:
+def load_plain(path: str | os.PathLike, remedy: str = RERUN) -> dict[str, Any]:
     """Load a checkpoint without unpickling arbitrary objects (``weights_only=True``).
 
     Raises:

@@ -189,7 +189,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a readable safetensors file ({exc})") from None
     else:
-        state = torchfile.load(path, remedy="export the model's state_dict again (torch.save or safetensors)")
+        state = torchfile.load_plain(path, remedy="export the model's state_dict again (torch.save or safetensors)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -246,7 +246,7 @@ def runs_as_sequence(module: nn.Module, x: torch.Tensor) -> bool:
     return isinstance(h, torch.Tensor) and h.shape == out.shape and torch.equal(h, out)
 
 
-def check_logits(out: Any, n: int, n_classes: int, what: str) -> None:
+def check_model_output(out: Any, n: int, n_classes: int, what: str) -> None:
     """Refuse a model whose output on ``n`` images is not ``(n, n_classes)`` float logits."""
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"{what} returns {type(out).__name__}: expected (N, {n_classes}) logits as one tensor")

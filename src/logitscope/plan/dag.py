@@ -359,7 +359,7 @@ def execute(plan_fn: Any, only: list[str] | None, executor: Any) -> tuple[int, d
         ran += len(finished)
 
 
-def describe(plan: Plan, only: list[str] | None) -> str:
+def describe_plan(plan: Plan, only: list[str] | None) -> str:
     """One line per selected stage (done, ready or waiting), the pending groups, a count."""
     lines = []
     selected = plan.select(only)

@@ -485,7 +485,7 @@ def validate_plan_inputs(
     Returns the dataset (as the AT runs read it)."""
     from logitscope.attacks.protocol import ProtocolConfig
     from logitscope.data import load_data
-    from logitscope.distill.pipeline import transform_spec
+    from logitscope.distill.distillation import transform_spec
 
     seeds = preset["seeds"]
     if not seeds:

@@ -10,7 +10,7 @@ from pathlib import Path
 from logitscope.fileio.atomic import atomic_write_json
 from logitscope.fileio.errors import read_json
 from logitscope.plan import preflight
-from logitscope.plan.dag import Plan, describe, execute, record_outcome, run_stage, stage_log
+from logitscope.plan.dag import Plan, describe_plan, execute, record_outcome, run_stage, stage_log
 from logitscope.plan.executors import make_executor
 from logitscope.plan.graph import DataUnavailable, build_plan, resolve_preset, validate_plan_inputs
 
@@ -47,8 +47,8 @@ def reproduce(
         return build_plan(resolved, out, data_dir)
 
     if dry_run:
-        print(describe(plan_fn(), only))
-        print(checks.describe())
+        print(describe_plan(plan_fn(), only))
+        print(checks.describe_plan())
         return 1 if problem else 0
     for line in checks.lines:
         log.info("preflight: %s", line)

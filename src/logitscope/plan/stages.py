@@ -26,7 +26,7 @@ def runs_dir(out: Path) -> Path:
 
 
 def train_stage(out: Path, config: dict[str, Any]) -> dict[str, Any]:
-    from logitscope.distill.pipeline import train_run
+    from logitscope.distill.distillation import train_run
 
     cfg = RunConfig.from_dict(config)
     run = train_run(cfg, out=runs_dir(out), resume=True)
@@ -196,10 +196,10 @@ def manifolds_stage(
     n_dichotomies: int = 50,
     simulate_models: list[str] | None = None,
 ) -> dict[str, Any]:
-    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.manifolds.geometry import measure_geometry
 
     runs = {label: (runs_dir(out) / v["run_id"], v["epoch"]) for label, v in models.items()}
-    result = analyze_models(
+    result = measure_geometry(
         runs,
         eps=eps,
         n_manifolds=p,
@@ -222,7 +222,7 @@ def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) 
     from logitscope.store.models import load_model
     from logitscope.store.runs import Run
     from logitscope.theory.fgsm_gap import measure_gap_change
-    from logitscope.theory.run import write_theory
+    from logitscope.theory.model import write_theory
 
     data = load_data(Run(runs_dir(out) / st).config.data)
     x, y = data.x_test[:n].float() / 255, data.y_test[:n]

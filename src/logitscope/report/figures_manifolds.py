@@ -1,7 +1,7 @@
 """Figures 5 and A.8: manifold geometry by layer, and MFTMA against simulated capacity.
 
 Layers where MFTMA is undefined (rows with ``defined`` false and an ``undefined`` reason, see
-:func:`logitscope.manifolds.pipeline.layer_geometry`) have no point: figure 5 shades their
+:func:`logitscope.manifolds.geometry.layer_geometry`) have no point: figure 5 shades their
 column, labels it "undefined" and gives the reasons under the panels; figure A.8 leaves them
 out and says how many.
 """

@@ -243,7 +243,7 @@ def draw_theory_figures(theory_dir: Path, folder: Path) -> dict[str, Path]:
     ``fgsm_gap.npz`` (for ``fig_fgsm_gap``); a missing file means its figures are not drawn.
 
     Args:
-        theory_dir: a folder written by `logitscope.theory.run.write_theory`.
+        theory_dir: a folder written by `logitscope.theory.model.write_theory`.
         folder: where the PNGs go (created if missing; may be ``theory_dir``).
 
     Returns:

@@ -29,11 +29,11 @@ def last_path(run_dir: str | os.PathLike) -> Path:
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Atomically save a checkpoint of plain data."""
-    return torchfile.save(path, payload)
+    return torchfile.save_plain(path, payload)
 
 
 def load(path: str | os.PathLike, remedy: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint without unpickling arbitrary objects (`logitscope.fileio.torchfile.load`).
+    """Load a checkpoint without unpickling arbitrary objects (`logitscope.fileio.torchfile.load_plain`).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -43,7 +43,7 @@ def load(path: str | os.PathLike, remedy: str | None = None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torchfile.load(path, remedy or _remedy(path))
+    return torchfile.load_plain(path, remedy or _remedy(path))
 
 
 def _remedy(path: Path) -> str:

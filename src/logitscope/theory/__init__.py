@@ -6,7 +6,7 @@
   the infimum of the exact loss, the sign claims).
 - ``fyodorov``: eq. (13) and the Jacobian estimate of section C.3.
 - ``fgsm_gap``: the measured gap change of a trained model under FGSM (torch).
-- ``run.write_theory``: the checks and statements, stored as ``theory.json`` (with the
+- ``model.write_theory``: the checks and statements, stored as ``theory.json`` (with the
   measured gap changes in ``fgsm_gap.npz``; ``stored`` reads them back). Figures C.1-C.3
   are drawn by the report (`logitscope.report.figures_theory`).
 """

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from logitscope.manifolds import mftma
-from logitscope.manifolds.pipeline import (
+from logitscope.manifolds.geometry import (
     layer_geometry,
     mftma_undefined,
     undefined_layers,
@@ -172,12 +172,12 @@ def test_figA8_leaves_undefined_layers_out(captured, tmp_path):
 @pytest.mark.slow
 def test_analyze_models_says_where_mftma_is_undefined(tmp_path, tiny_config):
     """End to end on a 1-epoch digits run: P = 12 manifolds, so the 10 logits are undefined."""
-    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.manifolds.geometry import measure_geometry
     from logitscope.training.engine import train
 
     run = train(tiny_config("st", epochs=1), out=tmp_path / "runs", progress=False)
     out = tmp_path / "manifolds"
-    summary = analyze_models(
+    summary = measure_geometry(
         {"ST teacher": (run.dir, None)},
         0.1,
         n_manifolds=12,
@@ -207,13 +207,13 @@ def test_analyze_models_says_where_mftma_is_undefined(tmp_path, tiny_config):
 def test_simulated_capacity_only_for_the_models_asked(tmp_path, tiny_config):
     """``simulate_models``: figure A.8's simulated capacity for those labels only, said in the
     summary; an unknown label is a one-line error naming it."""
-    from logitscope.manifolds.pipeline import analyze_models
+    from logitscope.manifolds.geometry import measure_geometry
     from logitscope.training.engine import train
 
     run = train(tiny_config("st", epochs=1), out=tmp_path / "runs", progress=False)
     models = {"ST teacher": (run.dir, None), "AT teacher": (run.dir, None)}
     common = {"n_manifolds": 12, "n_points": 4, "n_t": 20, "max_features": 40, "n_dichotomies": 3}
-    summary = analyze_models(models, 0.1, out_dir=tmp_path / "m", simulate_models=["AT teacher"], **common)
+    summary = measure_geometry(models, 0.1, out_dir=tmp_path / "m", simulate_models=["AT teacher"], **common)
     at, st = (summary["models"][k]["layers"] for k in ("AT teacher", "ST teacher"))
     assert all("simulated_capacity" in v for v in at.values())
     assert not any("simulated_capacity" in v for v in st.values())
@@ -224,4 +224,4 @@ def test_simulated_capacity_only_for_the_models_asked(tmp_path, tiny_config):
     drawn, _ = manifold_figures(json.loads((tmp_path / "m" / "manifolds.json").read_text()), tmp_path / "figures")
     assert set(drawn) == {"fig5", "figA8"} and drawn["figA8"].is_file()
     with pytest.raises(ValueError, match="'student' is not a model here"):
-        analyze_models(models, 0.1, out_dir=tmp_path / "m2", simulate_models=["student"], **common)
+        measure_geometry(models, 0.1, out_dir=tmp_path / "m2", simulate_models=["student"], **common)

@@ -9,8 +9,8 @@ import pytest
 
 import logitscope
 from logitscope import train
-from logitscope.distill import pipeline
-from logitscope.distill.pipeline import distill_config
+from logitscope.distill import distillation
+from logitscope.distill.distillation import distill_config
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def teacher(tmp_path_factory):
 
 def test_students_share_cached_targets_and_keep_their_own(teacher, tmp_path, monkeypatch, tiny_config):
     calls = []
-    real = pipeline.teacher_targets
-    monkeypatch.setattr(pipeline, "teacher_targets", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = distillation.teacher_targets
+    monkeypatch.setattr(distillation, "teacher_targets", lambda *a, **k: calls.append(1) or real(*a, **k))
     base = tiny_config("st", epochs=1)
     runs = {}
     for transform, k in (("none", 1), ("fix-k-permute", 3), ("correct-fix-1", 1)):

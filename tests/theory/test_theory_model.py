@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from logitscope.theory import appendix_c as ac
-from logitscope.theory.run import VERDICTS, write_theory
+from logitscope.theory.model import VERDICTS, write_theory
 from logitscope.theory.stored import load_gap_results
 
 

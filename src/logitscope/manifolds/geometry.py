@@ -163,7 +163,7 @@ def _summary_text(
     return text
 
 
-def analyze_models(
+def measure_geometry(
     runs: dict[str, tuple[str | os.PathLike, int | None]],
     eps: float,
     n_manifolds: int = 50,
