@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from logitscope.store.outputs import analysis_dir, manifolds_dir, runs_dir
 from logitscope.store.runs import Run
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ GROUPS = ("st", "at")
 def _link_runs(out: Path, groups: dict[str, list[Run]]) -> dict[str, list[str]]:
     """``out/runs/<name>`` -> each run folder (the report reads runs under one folder); the
     names are the run folders' own, made unique."""
-    rdir = out / "runs"
+    rdir = runs_dir(out)
     rdir.mkdir(parents=True, exist_ok=True)
     ids: dict[str, list[str]] = {g: [] for g in GROUPS}
     used: dict[str, Path] = {}
@@ -132,7 +133,7 @@ def compare(
     if eps is None:
         eps = groups["at"][0].config.attack.eps
     ids = _link_runs(out, groups)
-    rdir = out / "runs"
+    rdir = runs_dir(out)
     failed: dict[str, str] = {}
 
     def attempt(stage: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -153,13 +154,13 @@ def compare(
         [rdir / r for r in ids["st"]],
         [rdir / r for r in ids["at"]],
         None,
-        out / "analysis",
+        analysis_dir(out),
         class_names=data.class_names,
         dataset=data.name,
     )
     if manifolds:
         models = {"ST": (rdir / ids["st"][0], None), "AT": (rdir / ids["at"][0], None)}
-        attempt("manifolds", _manifolds, models, eps, n_manifolds, n_points, out / "manifolds", device)
+        attempt("manifolds", _manifolds, models, eps, n_manifolds, n_points, manifolds_dir(out), device)
     report, counts = build_compare_report(out, ids, failed, manifolds=manifolds, eps=eps)
     return {"report": str(report), "failed": failed, "claims": counts}
 

@@ -59,6 +59,7 @@ from logitscope.fileio.errors import load_npz, read_json
 from logitscope.stats import mean_sd, mean_sd_axis
 from logitscope.store.evaluations import find_record
 from logitscope.store.logits import LogitStore
+from logitscope.store.outputs import ANALYSIS_JSON
 from logitscope.store.results import read_results, write_results
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def _group_moments(stats: Sequence[DistributionStats], epoch: int | None) -> dic
     return {m: _mean_sd([getattr(d, m)[r] for d, r in zip(stats, rows, strict=True)]) for m in ("mean", "sd", "skew")}
 
 
-SUMMARY_FILE = "analysis.json"
+SUMMARY_FILE = ANALYSIS_JSON
 RESULTS_FILE = "results.npz"
 RESULT_TYPES = {
     cls.__name__: cls

@@ -19,6 +19,7 @@ from logitscope.data import load_data
 from logitscope.fileio.atomic import atomic_write_json, atomic_write_text
 from logitscope.manifolds.activations import ball_points, choose_exemplars, layer_activations
 from logitscope.store.models import load_model
+from logitscope.store.outputs import MANIFOLDS_JSON, MANIFOLDS_TEXT
 from logitscope.store.runs import Run
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def measure_geometry(
         "model_order": list(results),  # as given (the JSON's keys are sorted)
         "undefined": undefined_layers(results),
     }
-    atomic_write_json(out / "manifolds.json", summary)
+    atomic_write_json(out / MANIFOLDS_JSON, summary)
     text = _summary_text(n_manifolds, n_points, kind, eps, n_t, simulated, n_dichotomies, note)
-    atomic_write_text(out / "summary.txt", text)
+    atomic_write_text(out / MANIFOLDS_TEXT, text)
     return summary

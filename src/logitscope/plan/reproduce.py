@@ -13,6 +13,7 @@ from logitscope.plan import preflight
 from logitscope.plan.dag import Plan, describe_plan, execute, record_outcome, run_stage, stage_log
 from logitscope.plan.executors import make_executor
 from logitscope.plan.graph import DataUnavailable, build_plan, resolve_preset, validate_plan_inputs
+from logitscope.store.outputs import report_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def reproduce(
     finally:
         if hasattr(exe, "shutdown") and executor == "local":
             exe.shutdown()
-    report = out / "report" / "index.html"
+    report = report_dir(out) / "index.html"
     log.info("reproduce: %d stage(s) run in %.1f s; report at %s", ran, time.perf_counter() - t0, report)
     if failed:
         raised = {n: e for n, e in failed.items() if not e.startswith("not run:")}

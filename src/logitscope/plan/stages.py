@@ -17,12 +17,9 @@ from typing import Any
 from logitscope.config import RunConfig
 from logitscope.fileio.atomic import atomic_write_json
 from logitscope.fileio.errors import read_json
+from logitscope.store.outputs import analysis_dir, manifolds_dir, runs_dir, teacher_choice, theory_dir
 
 log = logging.getLogger(__name__)
-
-
-def runs_dir(out: Path) -> Path:
-    return Path(out) / "runs"
 
 
 def train_stage(out: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +159,7 @@ def choose_teacher_stage(
             "n_val": n_val,
             "sweep": {n: {**sweep[n], **chose.get(n, {})} for n in sweep},
         }
-    atomic_write_json(Path(out) / "plan" / "teacher.json", info)
+    atomic_write_json(teacher_choice(out), info)
     log.info("%s", reason)
     return {"epoch": epoch, "rule": reason}
 
@@ -177,7 +174,7 @@ def analyze_stage(out: Path, st: list[str], at: list[str], epoch: int | None) ->
         [runs_dir(out) / r for r in st],
         [runs_dir(out) / r for r in at],
         epoch,
-        Path(out) / "analysis",
+        analysis_dir(out),
         class_names=load_data(cfg.data).class_names,
         dataset=cfg.data.name,
     )
@@ -206,7 +203,7 @@ def manifolds_stage(
         n_points=m,
         n_t=n_t,
         max_features=max_features,
-        out_dir=Path(out) / "manifolds",
+        out_dir=manifolds_dir(out),
         simulate=simulate,
         n_dichotomies=n_dichotomies,
         simulate_models=simulate_models,
@@ -229,7 +226,7 @@ def theory_stage(out: Path, classes: int, st: str, at: str, eps: float, n: int) 
     gaps = {
         label: measure_gap_change(load_model(runs_dir(out) / rid), x, y, eps) for label, rid in (("ST", st), ("AT", at))
     }
-    folder = Path(out) / "theory"
+    folder = theory_dir(out)
     result = write_theory(folder, n_classes=classes, gap_results=gaps)  # stores gaps in fgsm_gap.npz
     return {"thresholds": {k: v.get("threshold") for k, v in result.get("thresholds", {}).items()}}
 

@@ -27,6 +27,7 @@ from logitscope.report.figures import draw_logit_figures
 from logitscope.report.figures_manifolds import fig5_geometry, figA8_capacity, in_stored_order
 from logitscope.report.model import Claim, Figure, Report, Section, Table
 from logitscope.stats import BOOTSTRAP_LEVEL, mean_sd
+from logitscope.store import outputs
 from logitscope.store.evaluations import find_record, find_summary, summary_path
 from logitscope.store.runs import Run, environment
 from logitscope.store.targets import provenance_path, targets_path
@@ -114,7 +115,7 @@ def logit_figures(
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Draw sections 4.1's and 4.3's figures from the analyze stage's results
     (``analysis_dir``, default ``out/analysis``) into ``folder``."""
-    source = analysis_dir or out / "analysis"
+    source = analysis_dir or outputs.analysis_dir(out)
     if failed or not (source / SUMMARY_FILE).is_file():
         return {}, {}
 
@@ -284,7 +285,7 @@ def distillation_section(
 ) -> Section:
     """Section 4.2 and A.3: table 2, the teacher choice, figures 4A, 4B, A.6 and A.7."""
     failures = failures or Failures()
-    folder = out / "report" / "figures"
+    folder = outputs.figures_dir(out)
     acc = {tag: _accs(runs, ids, None) for tag, ids in students.items()}
 
     def failed_students(*tags: str) -> str | None:
@@ -410,7 +411,7 @@ def load_evidence(
     loss: str = "l1",
 ) -> Evidence:
     """What the claims registry reads (`logitscope.report.claims.Evidence`), from the stores."""
-    rdir = out / "runs"
+    rdir = outputs.runs_dir(out)
     groups: dict[str, tuple[Sequence[str], int | None]] = {
         "ST": (runs["st"], last_epoch),
         "AT analysed": (runs["at"], analysis.get("epoch") or last_epoch),
@@ -487,7 +488,7 @@ def _logits_sections(
     out: Path, runs: dict[str, list[str]], analysis: dict[str, Any], table: Table, f_analysis: str | None
 ) -> list[Section]:
     """Section 4.1's and 4.3's figures (drawn here from the analyze stage's results) with table 1."""
-    drawn, not_drawn = logit_figures(out, out / "report" / "figures", f_analysis)
+    drawn, not_drawn = logit_figures(out, outputs.figures_dir(out), f_analysis)
     skipped = {**analysis.get("skipped", {}), **not_drawn}
     at = f"{analysis.get('split', 'test')} split, {_epoch_text(analysis.get('epoch'))}"
 
@@ -576,8 +577,8 @@ def manifold_figures(manifolds: Mapping[str, Any], folder: Path) -> tuple[dict[s
 
 
 def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None) -> Section:
-    mdir = out / "manifolds"
-    drawn, not_drawn = manifold_figures(manifolds, out / "report" / "figures")
+    mdir = outputs.manifolds_dir(out)
+    drawn, not_drawn = manifold_figures(manifolds, outputs.figures_dir(out))
     epochs = ", ".join(f"{k} {_epoch_text(v.get('epoch'))}" for k, v in manifolds.get("models", {}).items())
     caption = f"test-split exemplars; {epochs}" if epochs else ""
     simulate_off = {
@@ -587,7 +588,7 @@ def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None)
     return Section(
         "manifolds",
         "Manifold analysis of adversarial L-inf balls (figure 5, A.8)",
-        _read_text(mdir / "summary.txt"),
+        _read_text(mdir / outputs.MANIFOLDS_TEXT),
         [],
         [
             _fig(
@@ -621,15 +622,15 @@ def _manifolds_section(out: Path, manifolds: dict[str, Any], failed: str | None)
 
 def theory_figures(out: Path, folder: Path, failed: str | None) -> tuple[dict[str, Path], dict[str, str]]:
     """Appendix C's figures (and the measured FGSM gap change) from the theory stage's results."""
-    if failed or not (out / "theory").is_dir():
+    if failed or not outputs.theory_dir(out).is_dir():
         return {}, {}
     from logitscope.report.figures_theory import draw_theory_figures
 
-    return _drawn("theory", lambda: (draw_theory_figures(out / "theory", folder), {}))
+    return _drawn("theory", lambda: (draw_theory_figures(outputs.theory_dir(out), folder), {}))
 
 
 def _theory_section(out: Path, theory: dict[str, Any], failed: str | None) -> Section:
-    drawn, not_drawn = theory_figures(out, out / "report" / "figures", failed)
+    drawn, not_drawn = theory_figures(out, outputs.figures_dir(out), failed)
     tables = []
     if theory.get("statements"):
         tables.append(
@@ -706,13 +707,13 @@ def build_report(
     stage may have left from an earlier run are not read. ``analysis_epoch``: the epoch the
     analysis used (None: the last); ``crosscheck``: label -> run, epoch, n, protocols."""
     out = Path(out)
-    rdir = out / "runs"
+    rdir = outputs.runs_dir(out)
     failures = Failures(failed)
-    teacher = _read_stage_json(out / "plan" / "teacher.json", failures.first("choose-teacher"))
+    teacher = _read_stage_json(outputs.teacher_choice(out), failures.first("choose-teacher"))
     f_analysis, f_manifolds, f_theory = failures.first("analyze"), failures.first("manifolds"), failures.first("theory")
-    analysis = _read_stage_json(out / "analysis" / "analysis.json", f_analysis)
-    manifolds = _read_stage_json(out / "manifolds" / "manifolds.json", f_manifolds)
-    theory = _read_stage_json(out / "theory" / "theory.json", f_theory)
+    analysis = _read_stage_json(outputs.analysis_dir(out) / outputs.ANALYSIS_JSON, f_analysis)
+    manifolds = _read_stage_json(outputs.manifolds_dir(out) / outputs.MANIFOLDS_JSON, f_manifolds)
+    theory = _read_stage_json(outputs.theory_dir(out) / outputs.THEORY_JSON, f_theory)
 
     sections = _logits_sections(
         out,
@@ -761,7 +762,7 @@ def build_report(
     )
     from logitscope.report.html import render_report
 
-    return render_report(report, out / "report")
+    return render_report(report, outputs.report_dir(out))
 
 
 def failures_section(out: Path, failures: Failures) -> Section:
@@ -828,11 +829,11 @@ def build_compare_report(
     from logitscope.report.html import render_report
 
     out = Path(out)
-    rdir = out / "runs"
+    rdir = outputs.runs_dir(out)
     failures = Failures(failed)
     f_analysis, f_manifolds = failures.first("analyze"), failures.first("manifolds")
-    analysis = _read_stage_json(out / "analysis" / "analysis.json", f_analysis)
-    mani = _read_stage_json(out / "manifolds" / "manifolds.json", f_manifolds) if manifolds else {}
+    analysis = _read_stage_json(outputs.analysis_dir(out) / outputs.ANALYSIS_JSON, f_analysis)
+    mani = _read_stage_json(outputs.manifolds_dir(out) / outputs.MANIFOLDS_JSON, f_manifolds) if manifolds else {}
     sections = _logits_sections(out, ids, analysis, compare_table(rdir, ids, failures, eps), f_analysis)
     if manifolds:
         sections.append(_manifolds_section(out, mani, f_manifolds))
@@ -867,4 +868,4 @@ def build_compare_report(
         run_configs=configs,
         generated=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    return render_report(report, out / "report"), verdict_counts(claims)
+    return render_report(report, outputs.report_dir(out)), verdict_counts(claims)

@@ -23,7 +23,6 @@ import numpy as np
 from logitscope.fileio.atomic import atomic_save_npz
 from logitscope.fileio.errors import DamagedFileError, load_npz
 
-THEORY_JSON = "theory.json"
 GAP_NPZ = "fgsm_gap.npz"
 
 
