@@ -49,7 +49,7 @@ def reproduce(
 
     if dry_run:
         print(describe_plan(plan_fn(), only))
-        print(checks.describe_plan())
+        print(checks.describe())
         return 1 if problem else 0
     for line in checks.lines:
         log.info("preflight: %s", line)

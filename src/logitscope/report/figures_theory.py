@@ -18,8 +18,9 @@ from matplotlib.figure import Figure
 
 from logitscope.fileio.errors import read_json
 from logitscope.report.figures import save_figure
+from logitscope.store.outputs import THEORY_JSON
 from logitscope.theory import appendix_c as ac
-from logitscope.theory.stored import GAP_NPZ, THEORY_JSON, load_gap_results
+from logitscope.theory.stored import GAP_NPZ, load_gap_results
 
 C_DPI = 100
 """Resolution of figures C.1-C.3."""

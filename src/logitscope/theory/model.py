@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from logitscope.fileio.atomic import atomic_write_text
+from logitscope.store.outputs import THEORY_JSON
 from logitscope.theory import appendix_c as ac
 from logitscope.theory import fyodorov as fy
 from logitscope.theory import stationary as st
-from logitscope.theory.stored import GAP_NPZ, THEORY_JSON, save_gap_results
+from logitscope.theory.stored import GAP_NPZ, save_gap_results
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A theory folder holds
 
-- ``theory.json`` (``THEORY_JSON``): every number and statement of ``model.write_theory``,
+- ``theory.json`` (`logitscope.store.outputs.THEORY_JSON`): every number and statement of ``model.write_theory``,
   including what figures C.1-C.3 need (``n_classes``, ``options.error_rate``,
   ``options.eps``, ``thresholds``); the curves themselves are analytic
   (`logitscope.theory.appendix_c`).
