@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 import logitscope
-from logitscope.attacks.protocol import ProtocolConfig, evaluate_model
-from logitscope.config import RunConfig
+from logitscope.attacks.protocol import evaluate_model
+from logitscope.config import ProtocolConfig, RunConfig
 
 
 class _AccuracyLog(logging.Handler):

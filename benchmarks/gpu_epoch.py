@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from logitscope.attacks.protocol import ProtocolConfig, evaluate_model
-from logitscope.config import run_preset
+from logitscope.attacks.protocol import evaluate_model
+from logitscope.config import ProtocolConfig, run_preset
 from logitscope.data import Augment
 from logitscope.models import build_model
 from logitscope.training import objectives, perf

@@ -566,14 +566,15 @@ class EvaluateSection:
     batch_size: int
 
     def protocol_settings(self) -> dict[str, Any]:
-        """The settings every evaluation stage takes, as its parameters."""
-        return {
-            "eps": self.eps,
-            "n_iter": self.n_iter,
-            "n_restarts": self.n_restarts,
-            "n": self.n,
-            "batch_size": self.batch_size,
-        }
+        """The section as every evaluation stage takes it: its parameters (the stage rebuilds
+        the section from them: `logitscope.plan.stages.evaluate_stage`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def protocol_config(self, protocol: str = "paper") -> ProtocolConfig:
+        """The protocol's settings of this section (`evaluate` takes ``n`` beside them)."""
+        return ProtocolConfig(
+            protocol=protocol, eps=self.eps, n_iter=self.n_iter, n_restarts=self.n_restarts, batch_size=self.batch_size
+        )
 
 
 @dataclass(frozen=True)
@@ -723,3 +724,104 @@ def checked(cls: type, d: Any, prefix: str = "", where: str = "") -> Any:
         else:
             raise ConfigError(f"{lead}{key}={value!r}: expected {_kind(tp)}")
     return cls(**kwargs)
+
+
+# -- the robustness protocol (section 3): its settings, used by every evaluation ------------
+
+PROTOCOLS: tuple[str, ...] = ("paper", "autoattack", "odi")
+NORMS: tuple[str, ...] = ("Linf", "L2")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+MEMORY_FORMATS: tuple[str, ...] = ("auto", "channels_last", "contiguous")
+
+
+def check_eps(eps: float) -> float:
+    eps = float(eps)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"eps={eps}: expected a value in [0, 1] (images are scaled to [0, 1])")
+    return eps
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Settings of a robustness evaluation.
+
+    Attributes:
+        protocol: "paper" (APGD-CE then APGD-DLR), "autoattack" (full standard AutoAttack
+            via ``pyautoattack``) or "odi" (ODI-PGD).
+        eps: radius of the threat model, in the [0, 1] pixel scale (8/255 for CIFAR).
+        norm: "Linf" or "L2" ("odi" is L-inf only).
+        n_iter: APGD iterations per run (the reference's ``n_iter``).
+        n_restarts: APGD restarts (runs on the images not yet broken).
+        batch_size: images per batch; results do not depend on it (but for "autoattack").
+        seed: non-negative integer fixing every random start.
+        odi_restarts, odi_steps, odi_step_size: ODI restarts, output-diversification steps
+            and their size (None: eps), as Tashiro et al. (20, 2, eps).
+        odi_pgd_steps, odi_pgd_step_size: PGD steps on the margin loss per restart and their
+            size (None: eps / 4), as Tashiro et al. (20, 2/255 at 8/255).
+        allow_randomized: evaluate a randomized model (two passes differ) instead of refusing.
+        precision: "fp32", or "bf16" (attack passes under autocast; the recorded logits and
+            verdicts are recomputed in fp32 at the returned points).
+        memory_format: layout of images and conv weights during the evaluation:
+            "channels_last", "contiguous", or "auto" (channels-last on CPU, where oneDNN's
+            convolutions and pooling run about 20% faster in it, and with bf16 on a GPU, where
+            tensor cores want it; contiguous otherwise). Changes only rounding, not the method.
+    """
+
+    protocol: str = "paper"
+    eps: float = 8 / 255
+    norm: str = "Linf"
+    n_iter: int = 100
+    n_restarts: int = 1
+    batch_size: int = 500
+    seed: int = 0
+    odi_restarts: int = 20
+    odi_steps: int = 2
+    odi_step_size: float | None = None
+    odi_pgd_steps: int = 20
+    odi_pgd_step_size: float | None = None
+    allow_randomized: bool = False
+    precision: str = "fp32"
+    memory_format: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        check_eps(self.eps)
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r}: expected one of {', '.join(NORMS)}")
+        if self.protocol == "odi" and self.norm != "Linf":
+            raise ValueError(f"protocol='odi' with norm={self.norm!r}: ODI-PGD is L-inf only")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format={self.memory_format!r}: expected one of {', '.join(MEMORY_FORMATS)}")
+        if self.protocol == "autoattack" and self.precision != "fp32":
+            raise ValueError("protocol='autoattack' runs the reference package in fp32 only")
+        for name in ("n_iter", "n_restarts", "batch_size", "odi_restarts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer")
+        for name in ("seed", "odi_steps", "odi_pgd_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: expected a non-negative integer")
+        for name in ("odi_step_size", "odi_pgd_step_size"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}={value}: expected a positive step size or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProtocolConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise KeyError(f"unknown protocol setting(s) {sorted(unknown)}")
+        return cls(**d)
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that determine the per-sample results (a resumed run must match)."""
+        d = self.to_dict()
+        del d["allow_randomized"]
+        if self.protocol != "autoattack":
+            del d["batch_size"]
+        return d

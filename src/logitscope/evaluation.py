@@ -11,13 +11,15 @@ returned without recomputing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logitscope.attacks.protocol import ProtocolConfig, ProtocolResult, evaluate_model
+from logitscope.attacks.protocol import ProtocolResult, evaluate_model
+from logitscope.config import ProtocolConfig
 from logitscope.data import load_data
 from logitscope.fileio.atomic import atomic_write_json
 from logitscope.fileio.errors import DamagedFileError, load_npz, read_json
@@ -69,24 +71,19 @@ def _drop_if_damaged(state: Path) -> None:
 def evaluate(
     run: str | os.PathLike | Run,
     epoch: int | None = None,
-    eps: float | None = None,
+    config: ProtocolConfig | None = None,
     n: int | None = None,
-    protocol: str = "paper",
-    n_iter: int = 100,
-    n_restarts: int = 1,
-    batch_size: int = 500,
-    seed: int = 0,
-    device: str = "auto",
-    allow_randomized: bool = False,
-    precision: str = "fp32",
     split: str = "test",
+    device: str = "auto",
+    **settings: Any,
 ) -> dict[str, Any]:
     """Evaluate ``run`` at ``epoch`` (default: last checkpoint) on its test (or validation) split.
 
     Args:
-        eps: L-inf radius in [0, 1]; ``None`` uses the run's training eps.
+        config: the protocol and its settings (`logitscope.config.ProtocolConfig`). Or give
+            its fields as keywords (``eps=0.2, n_iter=100, protocol="odi"``, ...): a
+            `ProtocolConfig` of those, at the run's own training eps unless ``eps`` is given.
         n: evaluate the first ``n`` images of the split (``None``: all).
-        protocol: "paper" (APGD-CE then APGD-DLR), "autoattack" or "odi".
         split: "test", or "val": the run's validation hold-out (``data.val_per_class`` images
             per class, held out of its training set), for choices made before the test split
             is read.
@@ -97,19 +94,11 @@ def evaluate(
     check_split(split)
     run = run if isinstance(run, Run) else Run(run)
     epoch = run.resolve_epoch(epoch)
-    cfg = ProtocolConfig(
-        protocol=protocol,
-        eps=run.config.attack.eps if eps is None else float(eps),
-        n_iter=n_iter,
-        n_restarts=n_restarts,
-        batch_size=batch_size,
-        seed=seed,
-        allow_randomized=allow_randomized,
-        precision=precision,
-    )
+    cfg = protocol_config(run, config, **settings)
+    protocol = cfg.protocol
     path = record_path(run.dir, protocol, epoch, split)
-    settings = {**cfg.result_settings(), "n": n, "epoch": epoch}
-    saved = _saved_summary(path, path.with_suffix(".json"), settings)
+    recorded = {**cfg.result_settings(), "n": n, "epoch": epoch}
+    saved = _saved_summary(path, path.with_suffix(".json"), recorded)
     if saved is not None:
         return {**saved, "split": split}  # summaries written before the split was recorded: test
     if n is not None and n < 1:
@@ -120,7 +109,23 @@ def evaluate(
     state = path.parent / f".{path.stem}.state.npz"
     result, seconds = _run_protocol(model, x, y, cfg, dev, state)
     head = {"run": run.dir.name, "epoch": epoch, "protocol": protocol, "split": split, "eps": cfg.eps, "n": len(y)}
-    return _write_records(head, settings, path, state, result, seconds)
+    return _write_records(head, recorded, path, state, result, seconds)
+
+
+def protocol_config(run: Run, config: ProtocolConfig | None = None, **settings: Any) -> ProtocolConfig:
+    """``config``, or a `ProtocolConfig` of ``settings`` at the run's training eps unless
+    ``eps`` is among them (``eps=None`` too: the run's)."""
+    if config is not None:
+        if settings:
+            raise TypeError(
+                f"evaluate: give the protocol's settings in config or as keywords, not both: {sorted(settings)}"
+            )
+        return config
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(ProtocolConfig)})
+    if unknown:
+        raise TypeError(f"evaluate: unknown protocol setting {unknown[0]!r}: expected fields of ProtocolConfig")
+    eps = settings.pop("eps", None)
+    return ProtocolConfig(eps=run.config.attack.eps if eps is None else float(eps), **settings)
 
 
 def _split_images(run: Run, split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:

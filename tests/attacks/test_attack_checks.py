@@ -14,7 +14,8 @@ from logitscope.attacks.checks import (
     check_zero_gradients,
     perturbation_norms,
 )
-from logitscope.attacks.protocol import ProtocolConfig, evaluate_model
+from logitscope.attacks.protocol import evaluate_model
+from logitscope.config import ProtocolConfig
 
 
 def run(model, x, y, **settings):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from attack_models import mlp, prototype_data
 
-from logitscope.attacks.protocol import ProtocolConfig, evaluate_model
+from logitscope.attacks.protocol import evaluate_model
+from logitscope.config import ProtocolConfig
 
 pyautoattack = pytest.importorskip(
     "pyautoattack", reason="pyautoattack (the reference, an optional extra) is not installed"

@@ -142,6 +142,23 @@ def test_evaluate_on_the_validation_split_uses_the_validation_images(chosen_copy
     assert "\n" not in str(err.value)
 
 
+def test_evaluate_takes_one_protocol_config_or_its_fields(chosen_copy):
+    """A `ProtocolConfig` and the same settings as keywords are one evaluation (the second
+    call finds the first's records: same settings); both at once, or a field the config does
+    not have, is a one-line error."""
+    from logitscope.config import ProtocolConfig
+
+    run = at_run(chosen_copy)
+    by_config = evaluate(run, 1, ProtocolConfig(eps=0.2, n_iter=2), n=6, split="val")
+    by_keywords = evaluate(run, 1, eps=0.2, n_iter=2, n=6, split="val")
+    assert by_keywords == by_config and by_config["settings"]["n_iter"] == 2
+    assert evaluate(run, 1, n_iter=2, n=6, split="val")["eps"] == Run(run).config.attack.eps  # the run's own eps
+    with pytest.raises(TypeError, match=r"not both: \['n_iter'\]"):
+        evaluate(run, 1, ProtocolConfig(eps=0.2), n_iter=3)
+    with pytest.raises(TypeError, match="unknown protocol setting 'iterations'"):
+        evaluate(run, 1, iterations=3)
+
+
 # -- 2. the analyses at the teacher epoch (the paper's epoch 40) -------------------------------
 
 

@@ -37,12 +37,11 @@ import torch
 import torch.nn.functional as F
 
 from logitscope.attacks.checks import Model, check_zero_gradients, min_classes
-from logitscope.attacks.pgd import check_eps
+from logitscope.config import NORMS, check_eps
 
 Norm = Literal["Linf", "L2"]
 LossName = Literal["ce", "dlr", "dlr-targeted"]
 
-NORMS: tuple[str, ...] = ("Linf", "L2")
 LOSSES: tuple[str, ...] = ("ce", "dlr", "dlr-targeted")
 # Random streams: one per attack, so that two attacks on one image start from different points.
 STREAMS: dict[str, int] = {"ce": 1, "dlr": 2, "dlr-targeted": 10, "odi-start": 100, "odi-w": 101}

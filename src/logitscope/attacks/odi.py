@@ -27,7 +27,7 @@ from logitscope.attacks.apgd import (
     retire_broken,
 )
 from logitscope.attacks.checks import Model
-from logitscope.attacks.pgd import check_eps
+from logitscope.config import check_eps
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -14,18 +14,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from logitscope.config import check_eps
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
-
-
-def check_eps(eps: float) -> float:
-    eps = float(eps)
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"eps={eps}: expected a value in [0, 1] (images are scaled to [0, 1])")
-    return eps
 
 
 def pgd(

@@ -24,7 +24,6 @@ and a gradient-masking warning.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -32,7 +31,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,17 +38,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from logitscope.attacks import checks
-from logitscope.attacks.apgd import NORMS, AttackResult, apgd
+from logitscope.attacks.apgd import AttackResult, apgd
 from logitscope.attacks.autoattack_ref import autoattack_standard
 from logitscope.attacks.odi import odi_pgd
-from logitscope.attacks.pgd import check_eps
+from logitscope.config import ProtocolConfig
 from logitscope.fileio.atomic import atomic_save_npz, load_npz
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS: tuple[str, ...] = ("paper", "autoattack", "odi")
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
-MEMORY_FORMATS: tuple[str, ...] = ("auto", "channels_last", "contiguous")
+AMP_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}  # config.PRECISIONS
 MISCLASSIFIED, ROBUST, BY_APGD_CE, BY_APGD_DLR, BY_OTHER = -1, 0, 1, 2, 3
 # The attacks of each protocol in order, with the broken_by code of the images each breaks.
 STAGES: dict[str, tuple[tuple[str, int], ...]] = {
@@ -59,92 +55,6 @@ STAGES: dict[str, tuple[tuple[str, int], ...]] = {
     "odi": (("odi-pgd", BY_OTHER),),
 }
 RECORD_KEYS = ("label", "clean_logits", "adv_logits", "robust", "broken_by", "linf", "n_grad")
-
-
-@dataclass(frozen=True)
-class ProtocolConfig:
-    """Settings of a robustness evaluation.
-
-    Attributes:
-        protocol: "paper" (APGD-CE then APGD-DLR), "autoattack" (full standard AutoAttack
-            via ``pyautoattack``) or "odi" (ODI-PGD).
-        eps: radius of the threat model, in the [0, 1] pixel scale (8/255 for CIFAR).
-        norm: "Linf" or "L2" ("odi" is L-inf only).
-        n_iter: APGD iterations per run (the reference's ``n_iter``).
-        n_restarts: APGD restarts (runs on the images not yet broken).
-        batch_size: images per batch; results do not depend on it (but for "autoattack").
-        seed: non-negative integer fixing every random start.
-        odi_restarts, odi_steps, odi_step_size: ODI restarts, output-diversification steps
-            and their size (None: eps), as Tashiro et al. (20, 2, eps).
-        odi_pgd_steps, odi_pgd_step_size: PGD steps on the margin loss per restart and their
-            size (None: eps / 4), as Tashiro et al. (20, 2/255 at 8/255).
-        allow_randomized: evaluate a randomized model (two passes differ) instead of refusing.
-        precision: "fp32", or "bf16" (attack passes under autocast; the recorded logits and
-            verdicts are recomputed in fp32 at the returned points).
-        memory_format: layout of images and conv weights during the evaluation:
-            "channels_last", "contiguous", or "auto" (channels-last on CPU, where oneDNN's
-            convolutions and pooling run about 20% faster in it, and with bf16 on a GPU, where
-            tensor cores want it; contiguous otherwise). Changes only rounding, not the method.
-    """
-
-    protocol: str = "paper"
-    eps: float = 8 / 255
-    norm: str = "Linf"
-    n_iter: int = 100
-    n_restarts: int = 1
-    batch_size: int = 500
-    seed: int = 0
-    odi_restarts: int = 20
-    odi_steps: int = 2
-    odi_step_size: float | None = None
-    odi_pgd_steps: int = 20
-    odi_pgd_step_size: float | None = None
-    allow_randomized: bool = False
-    precision: str = "fp32"
-    memory_format: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol={self.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-        check_eps(self.eps)
-        if self.norm not in NORMS:
-            raise ValueError(f"norm={self.norm!r}: expected one of {', '.join(NORMS)}")
-        if self.protocol == "odi" and self.norm != "Linf":
-            raise ValueError(f"protocol='odi' with norm={self.norm!r}: ODI-PGD is L-inf only")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format={self.memory_format!r}: expected one of {', '.join(MEMORY_FORMATS)}")
-        if self.protocol == "autoattack" and self.precision != "fp32":
-            raise ValueError("protocol='autoattack' runs the reference package in fp32 only")
-        for name in ("n_iter", "n_restarts", "batch_size", "odi_restarts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive integer")
-        for name in ("seed", "odi_steps", "odi_pgd_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a non-negative integer")
-        for name in ("odi_step_size", "odi_pgd_step_size"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name}={value}: expected a positive step size or None")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ProtocolConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise KeyError(f"unknown protocol setting(s) {sorted(unknown)}")
-        return cls(**d)
-
-    def result_settings(self) -> dict[str, Any]:
-        """The settings that determine the per-sample results (a resumed run must match)."""
-        d = self.to_dict()
-        del d["allow_randomized"]
-        if self.protocol != "autoattack":
-            del d["batch_size"]
-        return d
 
 
 @dataclass(frozen=True)
@@ -316,7 +226,7 @@ class Protocol:
                 res = self._attack(name, model, x[todo], y[todo], idx[todo.cpu()], clean[todo])
                 fooled = res.broken
                 logits = res.logits
-                if PRECISIONS[cfg.precision] is not None:
+                if AMP_DTYPES[cfg.precision] is not None:
                     logits = model(res.x_adv).float()
                     fooled = logits.argmax(1) != y[todo]
                 x_adv[todo], adv_logits[todo] = res.x_adv, logits
@@ -345,7 +255,7 @@ class Protocol:
         clean: torch.Tensor,
     ) -> AttackResult:
         cfg = self.config
-        amp = PRECISIONS[cfg.precision]
+        amp = AMP_DTYPES[cfg.precision]
         if name == "odi-pgd":
             return odi_pgd(
                 model,

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from logitscope.attacks.pgd import check_eps, pgd
+from logitscope.attacks.pgd import pgd
+from logitscope.config import check_eps
 from logitscope.models import TappedModel
 
 log = logging.getLogger(__name__)

@@ -93,7 +93,7 @@ def run_passes(cfg: RunConfig, shape: DataShape) -> float:
 
 def eval_passes(params: dict[str, Any], n_test: int, n_val: int) -> float:
     """At most this many image passes for one evaluation stage (every image survives)."""
-    from logitscope.attacks.protocol import ProtocolConfig
+    from logitscope.config import ProtocolConfig
 
     n = n_val if params.get("split") == "val" else n_test
     n = n if params.get("n") is None else min(int(params["n"]), n)

@@ -483,7 +483,6 @@ def validate_plan_inputs(
 ) -> Any:
     """Fail before any work: every run config valid, the dataset present, ``only`` known.
     Returns the dataset (as the AT runs read it)."""
-    from logitscope.attacks.protocol import ProtocolConfig
     from logitscope.data import load_data
     from logitscope.distill.distillation import transform_spec
 
@@ -531,7 +530,7 @@ def validate_plan_inputs(
         if k > data.n_classes:
             raise ValueError(f"distill.ks has {k}: expected k <= {data.n_classes}, the classes of {cfg.data.name}")
     ev = preset["evaluate"]
-    ProtocolConfig(eps=ev["eps"], n_iter=ev["n_iter"], n_restarts=ev["n_restarts"], batch_size=ev["batch_size"])
+    typed.evaluate.protocol_config()  # the protocol's own checks (eps in [0, 1], positive counts)
     if ev["n"] is not None and (not isinstance(ev["n"], int) or ev["n"] < 1):
         raise ValueError(f"evaluate.n={ev['n']}: expected a positive number of test images or null for all")
     _validate_crosscheck(preset.get("crosscheck"), ev["n"], len(data.y_test), cfg.data.name)

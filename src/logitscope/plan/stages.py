@@ -52,33 +52,17 @@ def train_batched_stage(out: Path, configs: list[dict[str, Any]]) -> dict[str, A
 
 
 def evaluate_stage(
-    out: Path,
-    run_id: str,
-    epoch: int,
-    eps: float,
-    n_iter: int,
-    n_restarts: int,
-    n: int | None,
-    batch_size: int,
-    protocol: str = "paper",
-    split: str = "test",
+    out: Path, run_id: str, epoch: int, protocol: str = "paper", split: str = "test", **settings: Any
 ) -> dict[str, Any]:
     """``protocol`` on the first ``n`` images of the run's ``split`` ("test", or "val" for the
-    teacher choice); the records are the stage's outputs."""
+    teacher choice), with the preset's evaluate section (``settings``: eps, n_iter, n_restarts,
+    n, batch_size, as the plan gave them); the records are the stage's outputs."""
+    from logitscope.config import EvaluateSection
     from logitscope.evaluation import evaluate
     from logitscope.store.evaluations import record_path
 
-    s = evaluate(
-        runs_dir(out) / run_id,
-        epoch,
-        eps=eps,
-        n=n,
-        protocol=protocol,
-        n_iter=n_iter,
-        n_restarts=n_restarts,
-        batch_size=batch_size,
-        split=split,
-    )
+    section = EvaluateSection(**settings)
+    s = evaluate(runs_dir(out) / run_id, epoch, section.protocol_config(protocol), n=section.n, split=split)
     record = record_path(runs_dir(out) / run_id, protocol, epoch, split)
     outputs = [str(record), str(record.with_suffix(".json"))]
     return {**{k: s[k] for k in ("clean_acc", "robust_acc", "seconds", "epoch", "n")}, "outputs": outputs}
