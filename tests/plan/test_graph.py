@@ -387,3 +387,30 @@ def test_batched_students_train_as_one_stage_per_seed_then_each_finds_its_run(ch
     assert not [s for s in never.stages if "batch" in s]
     with pytest.raises(ConfigError, match="distill.batched='sometimes': expected one of auto, always, never"):
         build_plan(resolve_preset(str(tiny_preset), ["distill.batched=sometimes"], None), out)
+
+
+def test_a_stage_version_reruns_it_and_what_depends_on_it_and_nothing_else(tmp_path):
+    """``Stage.version``: 0 leaves the key as the key of the stage's kind, fn, params and
+    dependencies (every key written before versions existed); 1 changes the stage's key and
+    so its dependents', never a stage it depends on."""
+    import hashlib
+
+    fn = "logitscope.plan.stages:train_stage"
+    a, b = Stage("a", "train", fn, {"x": 1}), Stage("b", "analyze", fn, {"y": 2}, ("a",))
+    c = Stage("c", "report", fn, {}, ("b",))
+    plain = Plan(tmp_path, [a, b, c], [])
+    blob = json.dumps(["train", fn, {"x": 1}, []], sort_keys=True, default=str)
+    assert plain.stages["a"].key == hashlib.sha256(blob.encode()).hexdigest()[:16]  # by hand
+    bumped = Plan(tmp_path, [a, Stage("b", "analyze", fn, {"y": 2}, ("a",), version=1), c], [])
+    assert bumped.stages["a"].key == plain.stages["a"].key
+    assert bumped.stages["b"].key != plain.stages["b"].key and bumped.stages["c"].key != plain.stages["c"].key
+
+
+def test_the_analyze_and_theory_stages_carry_the_results_version(tmp_path):
+    from plan_helpers import TINY
+
+    from logitscope.plan.graph import RESULTS_VERSION
+
+    plan = build_plan(TINY, tmp_path)
+    versions = {name: s.version for name, s in plan.stages.items() if s.version}
+    assert RESULTS_VERSION >= 1 and versions == {"analyze": RESULTS_VERSION, "theory": RESULTS_VERSION}

@@ -41,7 +41,9 @@ class Stage:
     """One stage. ``after_failures``: the stage also runs when some of its dependencies failed
     (the report: it is built from whatever finished and marks what failed). ``in_keys=False``:
     the stage's key enters no dependent's key (a batch stage only speeds up runs that are what
-    they are however trained: their ids say so)."""
+    they are however trained: their ids say so). ``version``: the format of the stage's
+    outputs; raising it changes the stage's key (0, the first format, leaves keys as they
+    were), so that a folder's finished stages of an earlier format run again."""
 
     name: str
     kind: str
@@ -51,11 +53,13 @@ class Stage:
     gpu: bool = False
     after_failures: bool = False
     in_keys: bool = True
+    version: int = 0
     key: str = field(default="", compare=False)
 
 
 def _key(stage: Stage, dep_keys: list[str]) -> str:
-    blob = json.dumps([stage.kind, stage.fn, stage.params, dep_keys], sort_keys=True, default=str)
+    parts = [stage.kind, stage.fn, stage.params, dep_keys] + ([stage.version] if stage.version else [])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -23,6 +23,11 @@ from logitscope.plan.preset import apply_preset_overrides, load_preset
 
 log = logging.getLogger(__name__)
 
+# The analyze and theory stages store their figures' inputs (analysis/results.npz,
+# theory/fgsm_gap.npz), from which the report draws: version 1 of their outputs. A folder
+# finished by an earlier logitscope (version 0: the stages drew their figures) runs these two
+# stages again, seconds, so that its report has every figure.
+RESULTS_VERSION = 1
 # Section 3's cross-check: preset model key -> the report's label.
 CROSSCHECK_MODELS = {"st": "ST", "at": "AT teacher", "normal": "normal student"}
 CROSSCHECK_PROTOCOLS = ("autoattack", "odi")
@@ -357,6 +362,7 @@ def _add_analysis(b: _Builder, evals: dict[str, list[str]], chosen: int | None, 
             "logitscope.plan.stages:analyze_stage",
             {"st": [b.st[s].run_id for s in seeds], "at": [b.at[s].run_id for s in seeds], "epoch": analysis_epoch},
             tuple(f"train-{m}-s{s}" for m in ("st", "at") for s in seeds) + tuple(analyzed),
+            version=RESULTS_VERSION,
         )
     )
     return analysis_epoch
@@ -410,6 +416,7 @@ def _add_theory(b: _Builder) -> None:
             "logitscope.plan.stages:theory_stage",
             theory_params,
             (f"train-st-s{s0}", f"train-at-s{s0}"),
+            version=RESULTS_VERSION,
         )
     )
 
