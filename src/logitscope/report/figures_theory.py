@@ -99,6 +99,15 @@ def figure_c1(n_classes: int, found: Mapping[str, float], beta_max: float = 10.0
     return fig
 
 
+def _beta_grid(
+    ok_range: tuple[float, float], bad_range: tuple[float, float], n_grid: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The axes of figures C.2 and C.3 (``beta_ok``, ``beta_bad``) and their ``(n_grid, n_grid)`` mesh."""
+    bo, bb = np.linspace(*ok_range, n_grid), np.linspace(*bad_range, n_grid)
+    grid_ok, grid_bad = np.meshgrid(bo, bb, indexing="xy")
+    return bo, bb, grid_ok, grid_bad
+
+
 def figure_c2(
     n_classes: int,
     error_rate: float,
@@ -118,9 +127,7 @@ def figure_c2(
         n_grid: points per axis.
     """
     n = n_classes
-    bo = np.linspace(*beta_ok_range, n_grid)
-    bb = np.linspace(*beta_bad_range, n_grid)
-    grid_ok, grid_bad = np.meshgrid(bo, bb, indexing="xy")
+    bo, bb, grid_ok, grid_bad = _beta_grid(beta_ok_range, beta_bad_range, n_grid)
     loss = ac.mean_field_loss(grid_ok, grid_bad, n, error_rate)
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax, ax2 = fig.subplots(1, 2)
@@ -168,9 +175,7 @@ def figure_c3(
         n_grid: points per axis.
     """
     n = n_classes
-    bo = np.linspace(*beta_ok_range, n_grid)
-    bb = np.linspace(*beta_bad_range, n_grid)
-    grid_ok, grid_bad = np.meshgrid(bo, bb, indexing="xy")
+    bo, bb, grid_ok, grid_bad = _beta_grid(beta_ok_range, beta_bad_range, n_grid)
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, reading in zip(axes, ac.GAP_READINGS, strict=True):

@@ -33,13 +33,8 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def load(path: str | os.PathLike, remedy: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint without unpickling arbitrary objects (`logitscope.fileio.torchfile.load_plain`).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        DamagedFileError: truncated or corrupt, not a logitscope checkpoint, or refused
-            because unpickling it would build objects other than plain data (nothing ran).
-    """
+    """Load a checkpoint as plain data (`logitscope.fileio.torchfile.load_plain`, which says
+    what it raises), with the remedy of a damaged checkpoint (``last.pt``: rerun with --resume)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
