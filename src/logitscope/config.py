@@ -579,11 +579,20 @@ class EvaluateSection:
 
 @dataclass(frozen=True)
 class TeacherSection:
-    """Appendix A.3's teacher checkpoint: a fixed epoch, or the rule over ``epochs``."""
+    """The AT teacher checkpoint: a fixed epoch, or ``rule`` over ``epochs`` (`TEACHER_RULES`;
+    ``natural_tolerance`` is the trade-off rule's and only that one's)."""
 
     epochs: tuple[int, ...]
-    natural_tolerance: float
     fixed_epoch: int | None = None
+    rule: str = "robustness"
+    natural_tolerance: float | None = None
+
+
+# The teacher rules (`logitscope.plan.stages.choose_teacher`): "robustness", section 4.2's "the
+# teacher checkpoint that produced maximum robustness" (near-ties, within two standard errors,
+# to the higher natural accuracy: A.3's trade-off); "trade-off", the highest adversarial
+# accuracy among epochs whose natural accuracy is within ``natural_tolerance`` of the best.
+TEACHER_RULES: tuple[str, ...] = ("robustness", "trade-off")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ TINY: dict[str, Any] = {
         "set": {"monitor.pgd_n": 20, "monitor.pgd_steps": 2, "attack.steps": 2, "data.val_per_class": 4},
     },
     "evaluate": {"eps": 0.2, "n_iter": 5, "n_restarts": 1, "n": 40, "batch_size": 500},
-    "teacher": {"fixed_epoch": None, "epochs": [1, 2], "natural_tolerance": 0.05},
+    "teacher": {"fixed_epoch": None, "epochs": [1, 2], "rule": "robustness"},
     "distill": {
         "epochs": 1,
         "seeds": [0],

@@ -19,7 +19,7 @@ from logitscope.plan.reproduce import reproduce
 
 ray = pytest.importorskip("ray")
 EVAL = {"epoch": 1, "eps": 0.2, "n_iter": 1, "n_restarts": 1, "n": 1, "batch_size": 1}
-CHOICE = {"sweep": {}, "fixed_epoch": 1, "natural_tolerance": 0.05, "loss": "l1"}
+CHOICE = {"sweep": {}, "fixed_epoch": 1, "loss": "l1"}
 
 
 def test_ray_executor_equals_the_local_one(tmp_path, tiny_preset, chosen, monkeypatch):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from logitscope.config import ConfigError, Preset, RunConfig, run_preset
+from logitscope.config import TEACHER_RULES, ConfigError, Preset, RunConfig, run_preset
 from logitscope.plan.dag import Plan, Stage
 from logitscope.plan.preset import apply_preset_overrides, load_preset
 
@@ -279,6 +279,7 @@ def _add_choice(b: _Builder, sweep: dict[str, dict[str, Any]]) -> None:
             {
                 "sweep": sweep,
                 "fixed_epoch": teacher.fixed_epoch,
+                "rule": teacher.rule,
                 "natural_tolerance": teacher.natural_tolerance,
                 "loss": b.preset.distill.loss,
             },
@@ -485,6 +486,20 @@ def resolve_preset(preset: str, overrides: list[str], data_dir: str | None) -> d
     return p
 
 
+def _check_teacher_rule(teacher: dict[str, Any]) -> None:
+    """``teacher.rule`` one of `TEACHER_RULES`, ``natural_tolerance`` given exactly for trade-off."""
+    rule, tolerance = teacher.get("rule", "robustness"), teacher.get("natural_tolerance")
+    if rule not in TEACHER_RULES:
+        raise ValueError(f"teacher.rule={rule!r}: expected one of {', '.join(TEACHER_RULES)}")
+    if rule == "trade-off" and (tolerance is None or not 0 <= tolerance <= 1):
+        raise ValueError(f"teacher.natural_tolerance={tolerance!r}: expected a number in [0, 1] for rule trade-off")
+    if rule != "trade-off" and tolerance is not None:
+        raise ValueError(
+            f"teacher.natural_tolerance={tolerance!r}: applies to rule trade-off only (teacher.rule={rule!r}); "
+            "remove it, or set teacher.rule: trade-off"
+        )
+
+
 def validate_plan_inputs(
     preset: dict[str, Any], data_dir: str | None, out: Path = Path("out"), only: list[str] | None = None
 ) -> Any:
@@ -507,6 +522,7 @@ def validate_plan_inputs(
     fixed = preset["teacher"].get("fixed_epoch")
     if fixed is not None and fixed not in preset["teacher"]["epochs"]:
         raise ValueError(f"teacher.fixed_epoch={fixed}: expected one of teacher.epochs {preset['teacher']['epochs']}")
+    _check_teacher_rule(preset["teacher"])
     epoch = preset["analysis"]["epoch"]
     if epoch != "teacher" and epoch is not None and not (_is_int(epoch) and 1 <= epoch <= preset["train"]["epochs"]):
         raise ValueError(

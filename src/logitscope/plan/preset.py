@@ -28,7 +28,15 @@ SECTIONS = (
 # Sections a preset may leave out (crosscheck: none is planned).
 OPTIONAL_SECTIONS = ("crosscheck",)
 # Keys that may be null, with an example of their other values' type.
-NULLABLE = {"evaluate.n": 0, "teacher.fixed_epoch": 0, "analysis.epoch": 0, "manifolds.eps": 0.0}
+NULLABLE = {
+    "evaluate.n": 0,
+    "teacher.fixed_epoch": 0,
+    "teacher.natural_tolerance": 0.0,
+    "analysis.epoch": 0,
+    "manifolds.eps": 0.0,
+}
+# Keys a preset may leave out (their section's default), with an example of their type.
+OPTIONAL_KEYS = {"teacher.rule": "robustness", "teacher.natural_tolerance": 0.0}
 # Keys that also take these words: analysis.epoch: teacher (the teacher epoch, once chosen).
 WORDS = {"analysis.epoch": ("teacher",)}
 _FIX_PRESET = "fix it, or start again from a copy of a built-in preset (e.g. digits)"
@@ -122,6 +130,9 @@ def apply_preset_overrides(preset: dict[str, Any], overrides: list[str]) -> dict
             if isinstance(node, dict) and p == "set" and i < len(parts) - 1:
                 node[p] = node.get(p) or {}
                 node[p][".".join(parts[i + 1 :])] = value
+                break
+            if isinstance(node, dict) and p not in node and key in OPTIONAL_KEYS and i == len(parts) - 1:
+                node[p] = _typed(value, OPTIONAL_KEYS[key], key)
                 break
             if not isinstance(node, dict) or p not in node:
                 where = ".".join(parts[:i]) or "the preset"

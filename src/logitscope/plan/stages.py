@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from logitscope.config import RunConfig
+from logitscope.config import TEACHER_RULES, RunConfig
 from logitscope.fileio.atomic import atomic_write_json
 from logitscope.fileio.errors import read_json
 from logitscope.store.outputs import analysis_dir, manifolds_dir, runs_dir, teacher_choice, theory_dir
@@ -82,14 +82,23 @@ def choose_teacher(
     sweep: dict[str, dict[str, Any]],
     summaries: dict[str, dict[str, Any]],
     loss: str,
-    natural_tolerance: float,
+    rule: str = "robustness",
+    natural_tolerance: float | None = None,
     data: str = "",
 ) -> tuple[int, str]:
-    """Appendix A.3's rule: among teacher epochs whose normally distilled student (``loss``)
-    keeps its natural accuracy within ``natural_tolerance`` of the best, the one with the
-    highest student adversarial accuracy (mean over sweep seeds), in ``summaries`` (the
-    students' evaluations on the data ``data`` names, e.g. "the validation split (200
-    images)"). Returns (epoch, reason)."""
+    """The teacher epoch by ``rule`` from its normally distilled (``loss``) students' mean
+    natural and adversarial accuracy over the sweep seeds, in ``summaries`` (their evaluations
+    on the data ``data`` names, e.g. "the validation split (200 images)"). Returns (epoch, reason).
+
+    - "robustness": section 4.2's "the teacher checkpoint that produced maximum robustness":
+      the highest student adversarial accuracy (a tie: the higher natural accuracy, then the
+      earlier epoch);
+    - "trade-off": among epochs whose student's natural accuracy is within
+      ``natural_tolerance`` of the best, the highest adversarial accuracy (one reading of
+      A.3's "best trade-off between natural and adversarial accuracy").
+    """
+    if rule not in TEACHER_RULES:
+        raise ValueError(f"rule={rule!r}: expected one of {', '.join(TEACHER_RULES)}")
     by_epoch: dict[int, list[tuple[float, float]]] = {}
     for name, info in sweep.items():
         if info["loss"] == loss and name in summaries:
@@ -98,22 +107,35 @@ def choose_teacher(
     if not by_epoch:
         raise ValueError(f"no {loss} students in the teacher sweep: cannot choose a teacher epoch")
     means = {e: (sum(c for c, _ in v) / len(v), sum(r for _, r in v) / len(v)) for e, v in by_epoch.items()}
-    best_nat = max(c for c, _ in means.values())
-    eligible = {e: m for e, m in means.items() if m[0] >= best_nat - natural_tolerance}
+    if rule == "trade-off":
+        if natural_tolerance is None:
+            raise ValueError("rule='trade-off' needs natural_tolerance (e.g. 0.05)")
+        best_nat = max(c for c, _ in means.values())
+        eligible = {e: m for e, m in means.items() if m[0] >= best_nat - natural_tolerance}
+        among = (
+            f"teacher epochs whose student's natural accuracy is within {natural_tolerance:.0%} "
+            f"of the best ({best_nat:.1%})"
+        )
+    else:
+        eligible, among = means, f"the {len(means)} teacher epochs {sorted(means)} (section 4.2: maximum robustness)"
     epoch = max(eligible, key=lambda e: (eligible[e][1], eligible[e][0], -e))
     reason = (
         f"teacher epoch {epoch}{f', chosen on {data}' if data else ''}: its {loss} student reaches "
-        f"{means[epoch][1]:.1%} adversarial and "
-        f"{means[epoch][0]:.1%} natural accuracy, the highest adversarial accuracy among teacher epochs "
-        f"whose student's natural accuracy is within {natural_tolerance:.0%} of the best ({best_nat:.1%})"
+        f"{means[epoch][1]:.1%} adversarial and {means[epoch][0]:.1%} natural accuracy, "
+        f"the highest adversarial accuracy among {among}"
     )
     return epoch, reason
 
 
 def choose_teacher_stage(
-    out: Path, sweep: dict[str, dict[str, Any]], fixed_epoch: int | None, natural_tolerance: float, loss: str
+    out: Path,
+    sweep: dict[str, dict[str, Any]],
+    fixed_epoch: int | None,
+    loss: str,
+    rule: str = "robustness",
+    natural_tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """The teacher epoch: ``fixed_epoch``, or appendix A.3's rule on the ``loss`` sweep
+    """The teacher epoch: ``fixed_epoch``, or ``rule`` (`choose_teacher`) on the ``loss`` sweep
     students' VALIDATION records only (their test records are figure A.6's, read once to
     report). Writes ``plan/teacher.json``: epoch, rule, loss, split ("val", or None when
     fixed), n_val (validation images) and per sweep student its val_clean_acc and
@@ -130,7 +152,7 @@ def choose_teacher_stage(
         }
         n_val = max((int(s["n"]) for s in summaries.values()), default=0)
         data = f"the validation split ({n_val} images)"
-        epoch, reason = choose_teacher(sweep, summaries, loss, natural_tolerance, data=data)
+        epoch, reason = choose_teacher(sweep, summaries, loss, rule, natural_tolerance, data=data)
         chose = {
             n: {"val_clean_acc": s["clean_acc"], "val_robust_acc": s["robust_acc"], "val_n": s["n"]}
             for n, s in summaries.items()
