@@ -62,7 +62,10 @@ def test_only_the_rules_loss_is_read_and_unknown_rules_are_refused():
     ("overrides", "message"),
     [
         (["teacher.rule=best"], r"^teacher.rule='best': expected one of robustness, trade-off$"),
-        (["teacher.rule=trade-off"], r"^teacher.natural_tolerance=None: expected a number in \[0, 1\] for rule trade-off$"),
+        (
+            ["teacher.rule=trade-off"],
+            r"^teacher.natural_tolerance=None: expected a number in \[0, 1\] for rule trade-off$",
+        ),
         (["teacher.rule=trade-off", "teacher.natural_tolerance=1.5"], r"^teacher.natural_tolerance=1.5: expected"),
         (["teacher.natural_tolerance=0.05"], r"^teacher.natural_tolerance=0.05: applies to rule trade-off only"),
     ],
