@@ -66,10 +66,10 @@ def test_builtin_presets_load_and_build_the_paper_graph(tmp_path):
         assert {s.name for s in plan.select(["report"])} == set(plan.stages), name
         if at_teacher:
             assert {s.name for s in plan.select(["analyze"])} == {s.name for s in plan.select(["choose"])}, name
-    # digits: 3 seeds; a sweep of 3 seeds x 3 teacher epochs x 2 losses (18 students, 18
-    # evaluations, 9 validation ones), 2 cross-checks of the ST run, 4 more (choose, analyze,
+    # digits: 3 seeds; a sweep of 3 seeds x 4 teacher epochs x 2 losses (24 students, 24
+    # evaluations, 12 validation ones), 2 cross-checks of the ST run, 4 more (choose, analyze,
     # theory, report)
-    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 18 + 9 + 2 + 4
+    assert len(build_plan(load_preset("digits"), tmp_path).stages) == 4 * 3 + 2 * 24 + 12 + 2 + 4
     assert not (tmp_path / "plan").exists()  # building a plan writes nothing
 
 
