@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from logitscope.manifolds import mftma, simulated_capacity
+from logitscope.manifolds import mftma, simulated, simulated_capacity
 from logitscope.manifolds.simulated import linearly_separable, separable_fraction
 
 
@@ -30,6 +30,15 @@ def test_separable_dichotomies_match_covers_count(P, n):
     points = np.random.default_rng(P * 10 + n).standard_normal((P, n))
     count = sum(linearly_separable(points, np.array(lab)) for lab in itertools.product([-1.0, 1.0], repeat=P))
     assert count == cover_count(P, n + 1)
+
+
+@pytest.mark.parametrize("method", simulated.LP_METHODS)
+def test_each_lp_method_alone_matches_covers_count(method, monkeypatch):
+    """Either solver alone decides exactly (the order of the fallback only changes time)."""
+    monkeypatch.setattr(simulated, "LP_METHODS", (method,))
+    points = np.random.default_rng(72).standard_normal((7, 2))
+    count = sum(linearly_separable(points, np.array(lab)) for lab in itertools.product([-1.0, 1.0], repeat=7))
+    assert count == cover_count(7, 3)
 
 
 def test_separable_and_not():

@@ -71,6 +71,14 @@ def _check_manifolds(X: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+# HiGHS's interior-point method first, its simplex where that leaves the problem undecided.
+# Measured on the digits preset's layers (40 manifolds x 20 points, 10 dichotomies per n,
+# n up to 128): both orders decide every problem alike, but on fc1 (near-degenerate ReLU
+# features) the simplex first stalls into a solve error on most infeasible problems (2-3 s
+# each) before the interior point decides them in 0.3 s: 39 s against 8 s for that layer.
+LP_METHODS = ("highs-ipm", "highs")
+
+
 def linearly_separable(points: np.ndarray, labels: np.ndarray) -> bool:
     """Whether a hyperplane with bias separates the points by their labels.
 
@@ -88,7 +96,7 @@ def linearly_separable(points: np.ndarray, labels: np.ndarray) -> bool:
     if scale > 0:
         Z = Z / scale
     A = -y[:, None] * np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
-    for method in ("highs", "highs-ipm"):
+    for method in LP_METHODS:
         res = linprog(np.zeros(A.shape[1]), A_ub=A, b_ub=-np.ones(len(Z)), bounds=(None, None), method=method)
         if res.status in (0, 2):  # feasible / infeasible
             return bool(res.status == 0)
