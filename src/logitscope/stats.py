@@ -68,7 +68,10 @@ _CHUNK = 100
 
 
 def bootstrap_means(
-    samples: dict[str, dict[str, np.ndarray]], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+    samples: dict[str, dict[str, np.ndarray]],
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+    resample_seeds: bool = True,
 ) -> dict[str, dict[str, np.ndarray]]:
     """A two-level bootstrap of group means: seeds within each group, and shared test images.
 
@@ -79,6 +82,10 @@ def bootstrap_means(
     paired), then each group's S seeds with replacement (independently per group: seeds are
     separate runs), and averages the column over the drawn seeds and images. A column of
     shape ``(S, 1)`` (one number per run, e.g. a skew) is thus resampled over seeds only.
+
+    ``resample_seeds=False`` keeps every group's seeds as they are and resamples the images
+    only: the part of the spread that more seeds would not remove (used to project how many
+    seeds an undecided claim needs, `logitscope.report.claims`).
 
     The draws depend only on ``seed``, the group names and the array shapes (numpy's PCG64
     integers are the same on every machine with the same numpy version); the means are of the stored values, so the
@@ -95,15 +102,17 @@ def bootstrap_means(
         rows = {np.asarray(a).shape[0] for a in cols.values()}
         if len(rows) != 1 or 0 in rows:
             raise ValueError(f"group {g!r} has columns with {sorted(rows)} seeds: expected one non-zero count")
-    rng = np.random.default_rng(seed)
+    # two streams: the images drawn depend only on (seed, draws, images), whatever the groups and
+    # whether seeds are resampled, so bootstraps of one test set draw the same images
+    img_rng, seed_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     out = {g: {c: np.empty(draws) for c in cols} for g, cols in samples.items()}
     for start in range(0, draws, _CHUNK):
         b = min(_CHUNK, draws - start)
-        img = rng.integers(0, n_images, (b, n_images)) if n_images > 1 else np.zeros((b, 1), np.int64)
+        img = img_rng.integers(0, n_images, (b, n_images)) if n_images > 1 else np.zeros((b, 1), np.int64)
         for g in sorted(samples):
             cols = samples[g]
             s = next(iter(cols.values())).shape[0]
-            pick = rng.integers(0, s, (b, s))
+            pick = seed_rng.integers(0, s, (b, s)) if resample_seeds else np.broadcast_to(np.arange(s), (b, s))
             for c, a in cols.items():
                 per_seed = np.asarray(a, np.float64)[:, img].mean(axis=2)  # (S, b)
                 out[g][c][start : start + b] = np.take_along_axis(per_seed.T, pick, axis=1).mean(axis=1)

@@ -17,6 +17,8 @@ from logitscope.report.claims import (
     Predicate,
     Records,
     check_claims,
+    estimate,
+    image_part,
     theory_claims,
 )
 from logitscope.stats import bootstrap_means, percentile_interval
@@ -404,6 +406,76 @@ def test_draws_lie_within_the_data(s, n, seed):
     a = np.random.default_rng(seed).random((s, n))
     d = bootstrap_means({"x": {"v": a}}, draws=50, seed=seed)["x"]["v"]
     assert a.min() - 1e-12 <= d.min() and d.max() <= a.max() + 1e-12
+
+
+def test_seeds_held_resample_the_images_only():
+    """resample_seeds=False: every draw averages all seeds, so two seeds whose rows are each
+    other's complement give exactly 1/2 whatever images are drawn."""
+    a = np.array([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]])
+    d = bootstrap_means({"x": {"v": a}}, resample_seeds=False)["x"]["v"]
+    np.testing.assert_array_equal(d, np.full_like(d, 0.5))
+    assert np.ptp(bootstrap_means({"x": {"v": a}})["x"]["v"]) > 0  # seeds resampled: they spread
+
+
+# -- how many seeds would decide an inconclusive claim ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "test,e,want",
+    [
+        # facing side: lower half-width 3, its image part 1, gap to 0 is 2: 3 * (9 - 1) / (4 - 1) = 8
+        (Predicate.above(0.0), Estimate(2.0, -1.0, 5.0, "", images=(1.0, 1.0), seeds=3), "about 8 seeds per group"),
+        # below: the upper side faces the threshold: 4 * (4 - 0.25) / (1 - 0.25) = 20
+        (Predicate.below(0.0), Estimate(-1.0, -3.0, 1.0, "", images=(0.5, 0.5), seeds=4), "about 20 seeds per group"),
+        # the images' own spread already spans the threshold: seeds cannot decide it
+        (Predicate.above(0.0), Estimate(2.0, -1.0, 5.0, "", images=(2.5, 2.5), seeds=3), "more test images"),
+        # inside a band, both sides must clear: lower 3 * (1 - 0) / (0.25 - 0) = 12, upper 3 * 1 / 2.25 < 3
+        (Predicate.within(0.0, 2.0), Estimate(0.5, -0.5, 1.5, "", images=(0.0, 0.0), seeds=3), "about 12 seeds"),
+        (Predicate.above(0.0), Estimate(2.0, 1.0, 3.0, "", images=(0.5, 0.5), seeds=3), ""),  # decided
+        (Predicate.above(0.0), Estimate(2.0, -1.0, 5.0, "", seeds=3), ""),  # no image-only interval
+        (Predicate.above(0.0), Estimate(2.0, -1.0, 5.0, "", images=(1.0, 1.0), seeds=1), ""),  # one seed
+    ],
+)
+def test_seeds_to_decide_by_hand(test, e, want):
+    got = test.to_decide(e)
+    assert got.startswith(want) if want else got == ""
+
+
+def _mean_of(group: str):
+    return lambda m: np.asarray(m[group]["v"])
+
+
+def test_image_part_is_all_of_it_when_seeds_agree_on_every_image():
+    """Seeds with identical rows: more seeds change nothing, so the images' part is the whole
+    seeds-held interval (exactly: every bootstrap of one test set draws the same images)."""
+    rows = np.tile(_rows(0.3, 1, 5), (3, 1))
+    samples = {"x": {"v": rows}}
+    d = bootstrap_means(samples, resample_seeds=False)["x"]["v"]
+    low, high = percentile_interval(d)
+    assert image_part(samples, _mean_of("x"), 0.3) == pytest.approx((0.3 - low, high - 0.3), abs=1e-12)
+
+
+def test_image_part_vanishes_when_images_matter_only_through_the_seed():
+    """Each seed's robust images drawn independently (no image is harder than another): the
+    images' own part is small against the seeds-held spread (in expectation it is 0)."""
+    rows = _rows(0.3, 8, 11)
+    samples = {"x": {"v": rows}}
+    main = image_part(samples, _mean_of("x"), float(rows.mean()))
+    d = bootstrap_means(samples, resample_seeds=False)["x"]["v"]
+    low, high = percentile_interval(d)
+    assert max(main) < 0.5 * min(rows.mean() - low, high - rows.mean())
+
+
+def test_seeds_to_decide_are_enough_on_tiled_seeds():
+    """Oracle: per-run numbers (no image part) tiled to the projected seed count, the same spread
+    over more seeds, give a decided interval; the run's own three seeds did not."""
+    v = np.array([[0.9], [-0.3], [1.2]])
+    e = estimate({"x": {"v": v}}, lambda m: m["x"]["v"], "", "")
+    test = Predicate.above(0.0)
+    assert test.verdict(e) == "inconclusive"
+    need = int(test.to_decide(e).split()[1])
+    tiled = np.tile(v, (math.ceil(need / 3), 1))
+    assert test.verdict(estimate({"x": {"v": tiled}}, lambda m: m["x"]["v"], "", "")) == "holds"
 
 
 def test_bootstrap_refuses_other_images():

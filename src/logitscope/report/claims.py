@@ -41,7 +41,10 @@ from logitscope.stats import BOOTSTRAP_DRAWS, BOOTSTRAP_LEVEL, bootstrap_means, 
 METHOD = (
     f"{BOOTSTRAP_LEVEL:.0%} percentile bootstrap interval ({BOOTSTRAP_DRAWS} draws, fixed seed): test images "
     "resampled (paired: the same images for every model) and seeds resampled within each group; per-run "
-    "analysis numbers: runs or model pairs resampled; manifolds: exemplar images resampled"
+    "analysis numbers: runs or model pairs resampled; manifolds: exemplar images resampled. 'To decide' "
+    "(inconclusive claims): the seeds per group that would likely decide it, projected from this run's spreads "
+    "(the interval narrows as 1/sqrt(seeds) but for the spread of the test images' own effect, measured by "
+    "resampling the images with the seeds held, all together and one at a time)"
 )
 
 
@@ -132,13 +135,21 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Estimate:
-    """An effect: its point value, interval and the numbers behind it, in words."""
+    """An effect: its point value, interval and the numbers behind it, in words.
+
+    ``images``: the lower and upper half-widths of the part of the interval that more seeds
+    would not narrow, the spread of the test images' own effect (`image_part`); ``seeds``:
+    the fewest seeds of its groups. Both feed `Predicate.to_decide`; NaN / 0 where the effect
+    has no seed level.
+    """
 
     value: float
     low: float
     high: float
     text: str
     basis: str = ""
+    images: tuple[float, float] = (math.nan, math.nan)
+    seeds: int = 0
 
     def shown(self, fmt: Callable[[float], str]) -> str:
         interval = "no interval" if math.isnan(self.low) else f"[{fmt(self.low)}, {fmt(self.high)}]"
@@ -173,7 +184,44 @@ def estimate(
     if np.isnan(d).any():  # e.g. a ratio whose denominator vanished: such draws are never dropped
         return Estimate(value, math.nan, math.nan, text, basis + f"; undefined in {np.isnan(d).mean():.0%} of draws")
     low, high = percentile_interval(d)
-    return Estimate(value, low, high, text, basis)
+    if not over_runs:
+        return Estimate(value, low, high, text, basis)
+    return Estimate(value, low, high, text, basis, image_part(samples, effect, value), min(s[0] for s in shapes))
+
+
+def _half_widths(
+    samples: Columns, effect: Callable[[dict[str, dict[str, Any]]], Any], resample_seeds: bool
+) -> tuple[float, float]:
+    """Lower and upper half-widths of ``effect``'s bootstrap interval about its point value."""
+    point = {g: {c: float(np.mean(a)) for c, a in cols.items()} for g, cols in samples.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = float(effect(point))
+        d = np.asarray(effect(bootstrap_means(samples, resample_seeds=resample_seeds)), np.float64)
+    low, high = percentile_interval(d) if not np.isnan(d).any() else (math.nan, math.nan)
+    return value - low, high - value
+
+
+def image_part(samples: Columns, effect: Callable[[dict[str, dict[str, Any]]], Any], value: float) -> tuple[float, float]:
+    """The half-widths (lower, upper) of the interval's part that more seeds would not narrow.
+
+    With seeds held and images resampled, the spread has two parts: the images' own effect
+    (``main``, fixed by the test set) and how an image's outcome varies from seed to seed
+    (``inter``, which averages out over seeds): squared half-widths ``w_all = main + inter / S``
+    over all S seeds, ``w_one = main + inter`` for one seed at a time (averaged over the
+    seeds). Hence ``main = w_all - (w_one - w_all) / (S - 1)``, clipped to ``[0, w_all]``.
+    NaN where the effect is undefined in a draw (e.g. a seed with no robustness to keep)."""
+    s = min(a.shape[0] for cols in samples.values() for a in cols.values())
+    held = _half_widths(samples, effect, resample_seeds=False)
+    one = [
+        _half_widths({g: {c: a[[i]] for c, a in cols.items()} for g, cols in samples.items()}, effect, True)
+        for i in range(s)
+    ]
+    out = []
+    for side, w_all in enumerate(held):
+        w_one = float(np.mean([w[side] ** 2 for w in one]))
+        main = min(max(w_all**2 - (w_one - w_all**2) / (s - 1), 0.0), w_all**2) if s > 1 else w_all**2
+        out.append(math.sqrt(main) if math.isfinite(main) else math.nan)
+    return out[0], out[1]
 
 
 def per_run(values: Mapping[str, Sequence[float]]) -> Columns:
@@ -229,6 +277,31 @@ class Predicate:
             return "holds"
         return "does not hold" if (hi < a or lo > b) else "inconclusive"
 
+    def to_decide(self, e: Estimate) -> str:
+        """For an inconclusive verdict, the seeds per group that would likely decide it: the
+        interval's squared half-width beyond its images' part (``e.images``) narrows as
+        1/seeds, until the side of the interval facing the threshold clears it. A projection
+        from this run's spreads (a few seeds estimate them roughly), not a promise; "" when
+        decided or without a seed level."""
+        if self.verdict(e) != "inconclusive" or e.seeds < 2 or not all(map(math.isfinite, (e.low, e.high, *e.images))):
+            return ""
+        v, (a, b) = e.value, self.bounds
+        lower, upper = (v - e.low, e.images[0]), (e.high - v, e.images[1])  # (half-width, its images' part)
+        if self.kind == "within" and a < v < b:
+            sides = [(v - a, *lower), (b - v, *upper)]
+        elif v > (b if self.kind == "within" else a):
+            sides = [(v - (b if self.kind == "within" else a), *lower)]
+        elif v < a:
+            sides = [(a - v, *upper)]
+        else:
+            return "none: the effect sits on the threshold"
+        need = e.seeds + 1
+        for gap, w, w0 in sides:
+            if w0 >= gap:
+                return "more test images: the images' own spread spans the threshold"
+            need = max(need, math.ceil(e.seeds * max(w * w - w0 * w0, 0.0) / (gap * gap - w0 * w0)))
+        return f"about {need} seeds per group (now {e.seeds})"
+
     def describe(self, fmt: Callable[[float], str]) -> str:
         a, b = self.bounds
         if self.kind == "within":
@@ -275,7 +348,8 @@ class ClaimSpec:
             e = self.effect(ev)
         except Missing as m:
             return Claim(self.id, self.sentence, f"not measured: {m}", "not measured", how, self.paper, self.where)
-        return Claim(self.id, self.sentence, e.shown(self.fmt), self.test.verdict(e), how, self.paper, self.where)
+        verdict, to_decide = self.test.verdict(e), self.test.to_decide(e)
+        return Claim(self.id, self.sentence, e.shown(self.fmt), verdict, how, self.paper, self.where, to_decide)
 
 
 def _acc_groups(ev: Evidence, names: Mapping[str, str], column: str) -> Columns:

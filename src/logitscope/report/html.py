@@ -4,7 +4,7 @@ Output layout under ``out_dir``::
 
     index.html          the page: inline CSS, figures as PNG data URIs, no external URL
     tables/<id>.csv     one file per table, numbers at full precision, "" for missing cells
-    claims.csv          every claim: section, id, statement, where, paper, statistic, verdict, detail
+    claims.csv          every claim: section, id, statement, where, paper, statistic, verdict, detail, to decide
     report.json         tables, claims, figure ids/titles/captions, environment, run configs
 
 Everything is checked and rendered in memory first, so a bad report (a missing figure, say)
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DASH = "—"
-CLAIM_COLUMNS = ["section", "id", "statement", "where", "paper", "statistic", "verdict", "detail"]
+CLAIM_COLUMNS = ["section", "id", "statement", "where", "paper", "statistic", "verdict", "detail", "to decide"]
 VERDICT_CLASS = {
     "holds": "holds",
     "does not hold": "fails",
@@ -199,6 +199,7 @@ def report_json(report: Report) -> dict:
                             "detail": c.detail,
                             "paper": c.paper,
                             "where": c.where,
+                            "to_decide": c.to_decide,
                         }
                         for c in s.claims
                     ],
@@ -263,7 +264,7 @@ def render_report(report: Report, out_dir: str | Path) -> Path:
             if stale.name not in wanted:
                 stale.unlink()
     claim_rows = [
-        [s.id, c.id, c.statement, c.where, c.paper, c.statistic, c.verdict, c.detail]
+        [s.id, c.id, c.statement, c.where, c.paper, c.statistic, c.verdict, c.detail, c.to_decide]
         for s in report.sections
         for c in s.claims
     ]

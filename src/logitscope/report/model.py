@@ -137,6 +137,8 @@ class Claim:
             that measures it raised (``statistic`` gives the reason).
         detail: how the check was made (the effect and the test), or why it could not be.
         paper: the paper's number; ``where``: the figure or table and section it is in.
+        to_decide: for an inconclusive verdict, the seeds per group that would likely decide
+            it, projected from this run's spreads (`logitscope.report.claims.Predicate.to_decide`).
     """
 
     id: str
@@ -146,6 +148,7 @@ class Claim:
     detail: str = ""
     paper: str = ""
     where: str = ""
+    to_decide: str = ""
 
     def __post_init__(self) -> None:
         check_id("claim", self.id)
