@@ -452,7 +452,7 @@ def test_image_part_is_all_of_it_when_seeds_agree_on_every_image():
     samples = {"x": {"v": rows}}
     d = bootstrap_means(samples, resample_seeds=False)["x"]["v"]
     low, high = percentile_interval(d)
-    assert image_part(samples, _mean_of("x"), 0.3) == pytest.approx((0.3 - low, high - 0.3), abs=1e-12)
+    assert image_part(samples, _mean_of("x")) == pytest.approx((0.3 - low, high - 0.3), abs=1e-12)
 
 
 def test_image_part_vanishes_when_images_matter_only_through_the_seed():
@@ -460,7 +460,7 @@ def test_image_part_vanishes_when_images_matter_only_through_the_seed():
     images' own part is small against the seeds-held spread (in expectation it is 0)."""
     rows = _rows(0.3, 8, 11)
     samples = {"x": {"v": rows}}
-    main = image_part(samples, _mean_of("x"), float(rows.mean()))
+    main = image_part(samples, _mean_of("x"))
     d = bootstrap_means(samples, resample_seeds=False)["x"]["v"]
     low, high = percentile_interval(d)
     assert max(main) < 0.5 * min(rows.mean() - low, high - rows.mean())

@@ -58,6 +58,7 @@ def _report(pngs, figures=None, sections_extra=()):
         Claim("smaller-max", "AT's max logit is smaller", "diff = -11.60", "holds", "", "AT lower", "figure 1"),
         Claim("gap-skew", "AT's gap is right-skewed", "skew = -0.20", "does not hold", "test set"),
         Claim("c100", "It holds on CIFAR-100", "—", "not measured", "no CIFAR-100 runs"),
+        Claim("k-rising", "It rises with k", "slope 0.3% [-0.4%, 0.9%]", "inconclusive", to_decide="about 20 seeds"),
     ]
     if figures is None:
         figures = [Figure(f"fig{i}", f"Figure {i}: panel", p, caption=f"caption {i}") for i, p in enumerate(pngs)]
@@ -104,8 +105,10 @@ def test_render_writes_page_csvs_claims_and_json(pngs, tmp_path):
             assert all(_same_cell(t, c) for t, c in zip(text_row, row, strict=True)), (text_row, row)
 
     claims = _read_csv(out / "claims.csv")
-    assert claims[0] == ["section", "id", "statement", "where", "paper", "statistic", "verdict", "detail"]
-    assert [r[6] for r in claims[1:]] == ["holds", "does not hold", "not measured"]
+    assert claims[0] == ["section", "id", "statement", "where", "paper", "statistic", "verdict", "detail", "to decide"]
+    assert [r[6] for r in claims[1:]] == ["holds", "does not hold", "not measured", "inconclusive"]
+    assert [r[8] for r in claims[1:]] == ["", "", "", "about 20 seeds"]
+    assert "to decide: about 20 seeds" in html_path.read_text()
     assert claims[1][:6] == [
         "logits",
         "smaller-max",
@@ -120,7 +123,8 @@ def test_render_writes_page_csvs_claims_and_json(pngs, tmp_path):
     assert data["sections"][0]["tables"][0]["rows"][1][3] == 0.7213456789
     assert data["sections"][1]["tables"][0]["rows"][1][1] is None  # NaN became null
     assert [f["caption"] for s in data["sections"] for f in s["figures"]] == ["caption 0", "caption 1", "caption 2"]
-    assert data["verdicts"] == {"holds": 1, "does not hold": 1, "inconclusive": 0, "not measured": 1, "failed": 0}
+    assert data["verdicts"] == {"holds": 1, "does not hold": 1, "inconclusive": 1, "not measured": 1, "failed": 0}
+    assert [c["to_decide"] for c in data["sections"][0]["claims"]] == ["", "", "", "about 20 seeds"]
     assert data["environment"]["threads"] == 2
     assert data["run_configs"]["st-seed0"]["out"] == "runs/st"
 

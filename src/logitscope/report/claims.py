@@ -186,7 +186,7 @@ def estimate(
     low, high = percentile_interval(d)
     if not over_runs:
         return Estimate(value, low, high, text, basis)
-    return Estimate(value, low, high, text, basis, image_part(samples, effect, value), min(s[0] for s in shapes))
+    return Estimate(value, low, high, text, basis, image_part(samples, effect), min(s[0] for s in shapes))
 
 
 def _half_widths(
@@ -201,7 +201,7 @@ def _half_widths(
     return value - low, high - value
 
 
-def image_part(samples: Columns, effect: Callable[[dict[str, dict[str, Any]]], Any], value: float) -> tuple[float, float]:
+def image_part(samples: Columns, effect: Callable[[dict[str, dict[str, Any]]], Any]) -> tuple[float, float]:
     """The half-widths (lower, upper) of the interval's part that more seeds would not narrow.
 
     With seeds held and images resampled, the spread has two parts: the images' own effect
