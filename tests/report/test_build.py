@@ -46,7 +46,7 @@ def store(tmp_path):
     for i, rid in enumerate(ids["at"]):
         _write_eval(runs / rid, 3, 0.85, 0.45, 10 + i)
         _write_eval(runs / rid, 2, 0.80, 0.50, 20 + i)
-    rates = {"normal": (0.8, 0.35), "fix1-permute": (0.82, 0.15), "correct-fix1": (0.93, 0.0), "hybrid": (0.9, 0.0)}
+    rates = {"normal": (0.8, 0.35), "fix1-permute": (0.82, 0.1), "correct-fix1": (0.93, 0.0), "hybrid": (0.9, 0.0)}
     students = {tag: [f"{tag}-s0", f"{tag}-s1"] for tag in rates}
     for j, (tag, (nat, adv)) in enumerate(rates.items()):
         for i, rid in enumerate(students[tag]):

@@ -180,10 +180,10 @@ CASES = {
         "does not hold": _acc(ST=(0.98, 0.3), normal=(0.8, 0.05)),
         "inconclusive": _acc(ST=(0.98, 0.1), normal=(0.8, 0.1)),
     },
-    "fix1-drop": {
-        "holds": _acc(fix1_permute=(0.8, 0.13), normal=(0.8, 0.3)),
-        "does not hold": _acc(fix1_permute=(0.8, 0.4), normal=(0.8, 0.3)),
-        "inconclusive": _acc(fix1_permute=(0.8, 0.3), normal=(0.8, 0.3)),
+    "fix1-drop": {  # fix-1's share of normal's robustness below one half
+        "holds": _acc(fix1_permute=(0.8, 0.1), normal=(0.8, 0.3)),
+        "does not hold": _acc(fix1_permute=(0.8, 0.27), normal=(0.8, 0.3)),  # a 10% drop is not dramatic
+        "inconclusive": _acc(fix1_permute=(0.8, 0.1), normal=(0.8, 0.2), seed=3),
     },
     "fix1-above-st": {
         "holds": _acc(fix1_permute=(0.8, 0.13), ST=(0.98, 0.0)),
