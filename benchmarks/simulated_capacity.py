@@ -17,9 +17,11 @@ Cases (the digits preset's sizes: P = 40 manifolds of M = 20 points, 10 dichotom
     .venv/bin/python benchmarks/simulated_capacity.py            # both cases, best of 2
     .venv/bin/python benchmarks/simulated_capacity.py --quick    # the relu case, once
 
-Measured on 2 shared CPU cores (2026-12-07): relu 7.9 s (interior point first) against 21.9 s
-(simplex first), 2.8x; separable 4.4 s against 4.7 s; capacities identical. On the digits preset's
-own AT teacher (fc1 layer) the same change took the layer from 39 s to 8 s.
+Measured on 2 CPU cores, the other idle (2026-12-07): relu 2.7 s (interior point first) against
+5.8 s (simplex first), 2.2x; separable 2.9 s against 2.5 s (0.84x: where the simplex decides at
+once, the interior point costs a little more); every fraction identical. On the digits preset's
+own AT teacher (its fc1 layer: 10 LPs per n up to 128) the change took the layer from 39 s to
+8 s, decisions identical.
 
 The last line of output is one JSON object with the headline figures.
 """
