@@ -13,6 +13,8 @@ from idx_digits import digits_28x28
 from logitscope import train
 from logitscope.cli import main
 from logitscope.config import AttackConfig, run_preset
+from logitscope.store.runs import Run
+from logitscope.training.engine import _record_warnings
 from logitscope.training.monitor import collapse_warning
 from logitscope.training.objectives import attack_at_epoch
 
@@ -78,6 +80,27 @@ def test_a_run_at_chance_warns_in_the_log_meta_and_runs(tmp_path, caplog, capsys
     assert main(["runs", str(tmp_path / "runs")]) == 0
     assert warning in capsys.readouterr().out
     assert train(cfg, out=tmp_path / "runs").meta["warnings"] == [warning]  # once, also when returned again
+
+
+def test_a_run_that_leaves_chance_withdraws_its_warning(tmp_path, caplog, capsys, tiny_config):
+    """L1 students on digits sit at chance after epoch 2 and learn by epoch 5: the warning is
+    withdrawn at the first later epoch above 1.5 / C (not at one still below, nor without a
+    recorded accuracy), kept in meta's withdrawn_warnings, and `runs` no longer shows it."""
+    cfg = tiny_config("st", epochs=30)
+    run = Run.create(tmp_path / "runs", cfg)
+    with caplog.at_level(logging.INFO, logger="logitscope"):
+        _record_warnings(run, cfg, {"epoch": 2, "train_acc": 0.096}, 10)
+        (warning,) = run.meta["warnings"]
+        for row in ({"epoch": 3}, {"epoch": 4, "train_acc": 0.14}):  # not recorded; still at chance
+            _record_warnings(run, cfg, row, 10)
+            assert run.meta["warnings"] == [warning]
+        _record_warnings(run, cfg, {"epoch": 5, "train_acc": 0.83}, 10)
+    assert run.meta["warnings"] == []
+    assert run.meta["withdrawn_warnings"] == [f"{warning} (withdrawn: training accuracy 83.0% after epoch 5)"]
+    assert any("collapse warning withdrawn" in r.getMessage() for r in caplog.records)
+    assert run.summary()["warning"] is None
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert "at chance" not in capsys.readouterr().out
 
 
 def test_a_learning_run_has_no_warning(tmp_path, tiny_config):

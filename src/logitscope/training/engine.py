@@ -38,7 +38,7 @@ from logitscope.store.logits import write_labels, write_logits
 from logitscope.store.runs import Run
 from logitscope.training import objectives, perf
 from logitscope.training.distributed import Dist
-from logitscope.training.monitor import collapse_warning, monitor_subset, pgd_accuracy
+from logitscope.training.monitor import COLLAPSE_MARK, collapse_warning, left_chance, monitor_subset, pgd_accuracy
 from logitscope.training.schedules import learning_rate, monitors_pgd, should_checkpoint, stores_logits, takes_snapshot
 
 ObjectiveFactory = Callable[[Run, Dataset, torch.device], objectives.Objective]
@@ -80,15 +80,29 @@ def diverged(run: Run, epoch: int, what: str, record: bool) -> TrainingDiverged:
 
 def _record_warnings(run: Run, cfg: RunConfig, row: dict[str, Any], n_classes: int, **meta: Any) -> None:
     """Update ``meta.json`` with ``meta`` and the collapse warning of the metrics ``row`` (if
-    any), logging it once: each warning is kept once in ``warnings``, across resumes."""
-    warning = collapse_warning(cfg, int(row["epoch"]), float(row.get("train_acc", math.nan)), n_classes)
+    any), logging it once: each warning is kept once in ``warnings``, across resumes. A later
+    row whose training accuracy has left chance withdraws it (``withdrawn_warnings``)."""
+    epoch, acc = int(row["epoch"]), float(row.get("train_acc", math.nan))
+    warning = collapse_warning(cfg, epoch, acc, n_classes)
     warnings = list(run.meta.get("warnings") or [])
     new = warning is not None and warning not in warnings
     if new:
         log.warning("run %s: %s", run.dir.name, warning)
         warnings.append(warning)
-    if meta or new:
-        run.update_meta(**meta, **({"warnings": warnings} if new else {}))
+    stale = [w for w in warnings if COLLAPSE_MARK in w] if warning is None and left_chance(acc, n_classes) else []
+    if stale:
+        log.info(
+            "run %s: training accuracy %.1f%% after epoch %d: it learns; collapse warning withdrawn",
+            run.dir.name,
+            100 * acc,
+            epoch,
+        )
+        warnings = [w for w in warnings if w not in stale]
+        withdrawn = list(run.meta.get("withdrawn_warnings") or [])
+        withdrawn += [f"{w} (withdrawn: training accuracy {100 * acc:.1f}% after epoch {epoch})" for w in stale]
+        meta["withdrawn_warnings"] = withdrawn
+    if meta or new or stale:
+        run.update_meta(**meta, **({"warnings": warnings} if new or stale else {}))
 
 
 def epoch_generator(cfg: RunConfig, epoch: int, device: torch.device) -> torch.Generator:
