@@ -505,21 +505,12 @@ def _k_slope(ev: Evidence) -> Estimate:
 def _fix7_kept(ev: Evidence) -> Estimate:
     if "fix7-permute" not in ev.records or (ev.n_classes or 0) <= 8:
         raise Missing("no fix-7 (permute) student, or fix-7 keeps every logit that matters for these classes")
-    samples = _acc_groups(ev, {"fix7": "fix7-permute", "normal": "normal"}, "adv")
-    pt = {g: float(np.mean(c["v"])) for g, c in samples.items()}
-    if pt["normal"] == 0:
-        raise Missing("the normal student has no robustness to keep a fraction of")
-    return estimate(
-        samples,
-        lambda m: ratio(m["fix7"]["v"], m["normal"]["v"]),
-        f"adversarial: fix-7 {_pct(pt['fix7'])}, normal {_pct(pt['normal'])}",
-        f"{ev.group('normal').shape}; effect: fix-7 / normal",
-    )
+    return _kept_of("fix7-permute", "normal")(ev)
 
 
 def _kept_of(tag: str, ref: str = "fix1-permute") -> Callable[[Evidence], Estimate]:
     """The share of the ``ref`` student's adversarial accuracy that the ``tag`` student keeps."""
-    label = {t: {"fix1-permute": "fix-1 permute"}.get(t, t) for t in (tag, ref)}
+    label = {t: {"fix1-permute": "fix-1 permute", "fix7-permute": "fix-7"}.get(t, t) for t in (tag, ref)}
     name = label[ref]
 
     def run(ev: Evidence) -> Estimate:
